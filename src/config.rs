@@ -1,0 +1,527 @@
+//! A realm's krb5-wss configuration, read from the krb5 profile.
+//!
+//! The plugin reads the same `[realms]` stanza libkrb5 does, through the
+//! context's profile (so `KRB5_CONFIG`, `include` and `includedir` all work
+//! as usual). A realm belongs to krb5-wss when one of its `kdc`,
+//! `primary_kdc`/`master_kdc` or `kpasswd_server` lines holds a `wss://` (or
+//! `ws://`) URL:
+//!
+//! ```text
+//! [realms]
+//!     EXAMPLE.COM = {
+//!         kdc = wss://kdc.example.com/kdc
+//!         kpasswd_server = wss://kdc.example.com/kpasswd
+//!         http_anchors = FILE:/etc/ssl/example-ca.pem
+//!     }
+//! ```
+//!
+//! Options of our own, in the realm's stanza (timeouts also in
+//! `[libdefaults]`): `wss_connect_timeout` (default 5 s),
+//! `wss_request_timeout` (default 15 s), `wss_allow_plaintext` (default
+//! false; permits `ws://` URLs). `http_anchors` is MIT's own option for its
+//! HTTPS transport, with the same `FILE:`, `DIR:` and `ENV:` forms.
+
+use std::fmt;
+use std::time::Duration;
+
+use krb5_wss_proto::{DEFAULT_KDC_PATH, DEFAULT_KPASSWD_PATH};
+
+use crate::url::{is_websocket_url, WssUrl};
+
+/// Read access to a krb5 profile (implemented over libkrb5 in `ffi`, and
+/// over a map in tests).
+pub trait Profile {
+    /// All values of the relation named by `path` (e.g. `["realms",
+    /// "EXAMPLE.COM", "kdc"]`), in file order; empty when there are none.
+    fn values(&self, path: &[&str]) -> Vec<String>;
+}
+
+/// Default bound on TCP connect + TLS + WebSocket handshake, per URL.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on one exchange (request sent to reply received).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest timeout accepted in configuration.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The krb5.conf relations that may carry KDC URLs.
+const KDC_KEY: &str = "kdc";
+const PRIMARY_KEYS: [&str; 2] = ["primary_kdc", "master_kdc"];
+const KPASSWD_KEY: &str = "kpasswd_server";
+
+/// A realm served over WebSockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmConfig {
+    /// The realm name, as libkrb5 asked for it.
+    pub realm: String,
+    /// URLs from `kdc` lines, in order.
+    pub kdc: Vec<WssUrl>,
+    /// URLs from `primary_kdc` (or the older `master_kdc`) lines.
+    pub primary: Vec<WssUrl>,
+    /// URLs from `kpasswd_server` lines; when there are none, derived from
+    /// the primary (else KDC) URLs by replacing the last path segment with
+    /// `kpasswd` (see [`RealmConfig::kpasswd_urls`]).
+    pub kpasswd: Vec<WssUrl>,
+    /// True when `kpasswd_server` lines exist but none is a WebSocket URL:
+    /// the administrator chose a direct kpasswd server, so kpasswd lookups
+    /// are left to libkrb5.
+    pub kpasswd_direct: bool,
+    /// `http_anchors` values; empty means the system trust store.
+    pub anchors: Vec<String>,
+    /// Whether `ws://` (no TLS) URLs are permitted.
+    pub allow_plaintext: bool,
+    /// Bound on connect + TLS + WebSocket handshake, per URL.
+    pub connect_timeout: Duration,
+    /// Bound on one exchange.
+    pub request_timeout: Duration,
+    /// Non-URL entries on the same lines, which krb5-wss ignores.
+    pub ignored: Vec<String>,
+}
+
+impl RealmConfig {
+    /// The URLs for kpasswd: explicit, else derived (see the field docs).
+    pub fn kpasswd_urls(&self) -> Vec<WssUrl> {
+        if !self.kpasswd.is_empty() {
+            return self.kpasswd.clone();
+        }
+        let base = if self.primary.is_empty() {
+            &self.kdc
+        } else {
+            &self.primary
+        };
+        let mut out: Vec<WssUrl> = Vec::new();
+        for u in base {
+            let derived = u.with_last_segment("kpasswd");
+            if !out.contains(&derived) {
+                out.push(derived);
+            }
+        }
+        out
+    }
+}
+
+/// A configuration mistake, reported to the user through libkrb5's error
+/// message (kinit prints it) and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The realm whose stanza is wrong.
+    pub realm: String,
+    /// The relation (`kdc`, `http_anchors`, ...).
+    pub key: String,
+    /// What is wrong, quoting the value.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "krb5-wss: realm {}: {}: {}",
+            self.realm, self.key, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Values of one relation in the realm's stanza.
+fn realm_values(profile: &dyn Profile, realm: &str, key: &str) -> Vec<String> {
+    profile.values(&["realms", realm, key])
+}
+
+/// True when the realm names a WebSocket URL on any line krb5-wss reads.
+///
+/// This is the cheap test run for every lookup: a few in-memory profile
+/// queries, no allocation beyond the returned strings, no I/O.
+pub fn realm_is_ours(profile: &dyn Profile, realm: &str) -> bool {
+    std::iter::once(KDC_KEY)
+        .chain(PRIMARY_KEYS)
+        .chain(std::iter::once(KPASSWD_KEY))
+        .any(|key| {
+            realm_values(profile, realm, key)
+                .iter()
+                .any(|v| is_websocket_url(v))
+        })
+}
+
+/// Loads the realm's configuration; `Ok(None)` when the realm is not ours.
+pub fn load(profile: &dyn Profile, realm: &str) -> Result<Option<RealmConfig>, ConfigError> {
+    if !realm_is_ours(profile, realm) {
+        return Ok(None);
+    }
+    let allow_plaintext = bool_option(profile, realm, "wss_allow_plaintext", false)?;
+    let mut ignored = Vec::new();
+    let kdc = url_list(
+        profile,
+        realm,
+        &[KDC_KEY],
+        DEFAULT_KDC_PATH,
+        allow_plaintext,
+        &mut ignored,
+    )?;
+    let primary = url_list(
+        profile,
+        realm,
+        &PRIMARY_KEYS,
+        DEFAULT_KDC_PATH,
+        allow_plaintext,
+        &mut ignored,
+    )?;
+    let kpasswd = url_list(
+        profile,
+        realm,
+        &[KPASSWD_KEY],
+        DEFAULT_KPASSWD_PATH,
+        allow_plaintext,
+        &mut ignored,
+    )?;
+    let kpasswd_direct =
+        kpasswd.is_empty() && !realm_values(profile, realm, KPASSWD_KEY).is_empty();
+    let anchors = realm_values(profile, realm, "http_anchors")
+        .into_iter()
+        .map(|a| a.trim().to_string())
+        .collect::<Vec<_>>();
+    for a in &anchors {
+        crate::tls::Anchor::parse(a).map_err(|reason| ConfigError {
+            realm: realm.to_string(),
+            key: "http_anchors".into(),
+            reason,
+        })?;
+    }
+    Ok(Some(RealmConfig {
+        realm: realm.to_string(),
+        kdc,
+        primary,
+        kpasswd,
+        kpasswd_direct,
+        anchors,
+        allow_plaintext,
+        connect_timeout: duration_option(
+            profile,
+            realm,
+            "wss_connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        request_timeout: duration_option(
+            profile,
+            realm,
+            "wss_request_timeout",
+            DEFAULT_REQUEST_TIMEOUT,
+        )?,
+        ignored,
+    }))
+}
+
+/// Parses the WebSocket URLs of the given relations (the first relation
+/// that has any values wins, as libkrb5 does for primary_kdc/master_kdc).
+fn url_list(
+    profile: &dyn Profile,
+    realm: &str,
+    keys: &[&str],
+    default_path: &str,
+    allow_plaintext: bool,
+    ignored: &mut Vec<String>,
+) -> Result<Vec<WssUrl>, ConfigError> {
+    let mut out: Vec<WssUrl> = Vec::new();
+    for key in keys {
+        let values = realm_values(profile, realm, key);
+        if values.is_empty() {
+            continue;
+        }
+        for v in values {
+            if !is_websocket_url(&v) {
+                ignored.push(format!("{key} = {v}"));
+                continue;
+            }
+            let url = WssUrl::parse(&v, default_path).map_err(|e| ConfigError {
+                realm: realm.to_string(),
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?;
+            if !url.tls && !allow_plaintext {
+                return Err(ConfigError {
+                    realm: realm.to_string(),
+                    key: key.to_string(),
+                    reason: format!(
+                        "\"{v}\" has no TLS (ws://); use wss://, or set wss_allow_plaintext = true in the realm's section to permit it"
+                    ),
+                });
+            }
+            if !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        break;
+    }
+    Ok(out)
+}
+
+/// The realm's value of `key`, else `[libdefaults]`'s, else None.
+fn option_value(profile: &dyn Profile, realm: &str, key: &str) -> Option<String> {
+    realm_values(profile, realm, key)
+        .into_iter()
+        .next()
+        .or_else(|| profile.values(&["libdefaults", key]).into_iter().next())
+}
+
+/// Parses a boolean the way MIT's profile library does.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "t" | "1" | "on" => Some(true),
+        "n" | "no" | "false" | "f" | "nil" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn bool_option(
+    profile: &dyn Profile,
+    realm: &str,
+    key: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    // Plaintext permission is per realm only: [libdefaults] cannot grant it.
+    match realm_values(profile, realm, key).into_iter().next() {
+        None => Ok(default),
+        Some(v) => parse_bool(&v).ok_or_else(|| ConfigError {
+            realm: realm.to_string(),
+            key: key.to_string(),
+            reason: format!("\"{v}\" is not a boolean (use true or false)"),
+        }),
+    }
+}
+
+/// Parses a duration: `5` or `5s` (seconds), `500ms`, `1m`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    Some(d)
+}
+
+fn duration_option(
+    profile: &dyn Profile,
+    realm: &str,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = option_value(profile, realm, key) else {
+        return Ok(default);
+    };
+    match parse_duration(&v) {
+        Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(ConfigError {
+            realm: realm.to_string(),
+            key: key.to_string(),
+            reason: format!(
+                "\"{v}\" is not a duration between 1ms and 300s (examples: 5, 5s, 500ms)"
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A profile held in a map, for tests.
+    #[derive(Default)]
+    pub(crate) struct MapProfile(pub HashMap<String, Vec<String>>);
+
+    impl MapProfile {
+        pub(crate) fn with(mut self, path: &str, value: &str) -> Self {
+            self.0
+                .entry(path.to_string())
+                .or_default()
+                .push(value.to_string());
+            self
+        }
+    }
+
+    impl Profile for MapProfile {
+        fn values(&self, path: &[&str]) -> Vec<String> {
+            self.0.get(&path.join("/")).cloned().unwrap_or_default()
+        }
+    }
+
+    const R: &str = "EXAMPLE.COM";
+
+    fn p() -> MapProfile {
+        MapProfile::default()
+    }
+
+    #[test]
+    fn plain_realm_is_not_ours() {
+        let prof = p().with("realms/EXAMPLE.COM/kdc", "kdc.example.com:88");
+        assert!(!realm_is_ours(&prof, R));
+        assert_eq!(load(&prof, R).unwrap(), None);
+        assert_eq!(load(&p(), "OTHER").unwrap(), None);
+    }
+
+    #[test]
+    fn https_kkdcp_realm_is_left_to_libkrb5() {
+        let prof = p().with("realms/EXAMPLE.COM/kdc", "https://kdc.example.com/KdcProxy");
+        assert_eq!(load(&prof, R).unwrap(), None);
+    }
+
+    #[test]
+    fn full_realm() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "wss://a.example.com/kdc")
+            .with("realms/EXAMPLE.COM/kdc", "wss://b.example.com:8443")
+            .with("realms/EXAMPLE.COM/kdc", "kdc.example.com:88")
+            .with("realms/EXAMPLE.COM/master_kdc", "wss://a.example.com/kdc")
+            .with(
+                "realms/EXAMPLE.COM/kpasswd_server",
+                "wss://a.example.com/pw",
+            )
+            .with("realms/EXAMPLE.COM/http_anchors", "FILE:/etc/ca.pem")
+            .with("realms/EXAMPLE.COM/wss_request_timeout", "20s")
+            .with("libdefaults/wss_connect_timeout", "2");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert_eq!(
+            c.kdc.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+            ["wss://a.example.com/kdc", "wss://b.example.com:8443/kdc"]
+        );
+        assert_eq!(c.primary.len(), 1);
+        assert_eq!(c.kpasswd_urls()[0].to_string(), "wss://a.example.com/pw");
+        assert_eq!(c.anchors, ["FILE:/etc/ca.pem"]);
+        assert_eq!(c.ignored, ["kdc = kdc.example.com:88"]);
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(20));
+        assert!(!c.allow_plaintext);
+    }
+
+    #[test]
+    fn primary_kdc_wins_over_master_kdc() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "wss://a/kdc")
+            .with("realms/EXAMPLE.COM/primary_kdc", "wss://p/kdc")
+            .with("realms/EXAMPLE.COM/master_kdc", "wss://m/kdc");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert_eq!(c.primary[0].to_string(), "wss://p/kdc");
+    }
+
+    #[test]
+    fn kpasswd_is_derived_from_primary_then_kdc() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "wss://a/kdc")
+            .with("realms/EXAMPLE.COM/kdc", "wss://b/x/kdc");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert_eq!(
+            c.kpasswd_urls()
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>(),
+            ["wss://a/kpasswd", "wss://b/x/kpasswd"]
+        );
+        let prof = prof.with("realms/EXAMPLE.COM/primary_kdc", "wss://p:9/kdc");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert_eq!(c.kpasswd_urls()[0].to_string(), "wss://p:9/kpasswd");
+    }
+
+    #[test]
+    fn explicit_direct_kpasswd_server_is_respected() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "wss://a/kdc")
+            .with("realms/EXAMPLE.COM/kpasswd_server", "kdc.example.com:464");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert!(c.kpasswd_direct);
+        assert_eq!(c.ignored, ["kpasswd_server = kdc.example.com:464"]);
+    }
+
+    #[test]
+    fn kpasswd_only_realm_is_ours() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "kdc.example.com")
+            .with("realms/EXAMPLE.COM/kpasswd_server", "wss://pw.example.com");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert!(c.kdc.is_empty());
+        assert_eq!(
+            c.kpasswd_urls()[0].to_string(),
+            "wss://pw.example.com/kpasswd"
+        );
+    }
+
+    #[test]
+    fn bad_url_names_realm_key_and_value() {
+        let prof = p().with("realms/EXAMPLE.COM/kdc", "wss://h:99999/kdc");
+        let e = load(&prof, R).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "krb5-wss: realm EXAMPLE.COM: kdc: \"wss://h:99999/kdc\": port \"99999\" is not a number from 1 to 65535"
+        );
+    }
+
+    #[test]
+    fn plaintext_needs_explicit_permission() {
+        let prof = p().with("realms/EXAMPLE.COM/kdc", "ws://h/kdc");
+        let e = load(&prof, R).unwrap_err();
+        assert!(e.reason.contains("wss_allow_plaintext = true"), "{e}");
+        // [libdefaults] cannot grant it.
+        let prof = prof.with("libdefaults/wss_allow_plaintext", "true");
+        assert!(load(&prof, R).is_err());
+        let prof = prof.with("realms/EXAMPLE.COM/wss_allow_plaintext", "yes");
+        let c = load(&prof, R).unwrap().unwrap();
+        assert!(c.allow_plaintext && !c.kdc[0].tls);
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/wss_allow_plaintext", "maybe"),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"maybe\" is not a boolean"));
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/wss_connect_timeout", "0"),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "wss_connect_timeout");
+        let e = load(
+            &base().with("libdefaults/wss_request_timeout", "forever"),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "wss_request_timeout");
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/http_anchors", "PKCS11:x"),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "http_anchors");
+    }
+
+    #[test]
+    fn durations_and_booleans() {
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration(" 250ms "), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5h"), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_bool("On"), Some(true));
+        assert_eq!(parse_bool("nil"), Some(false));
+        assert_eq!(parse_bool("2"), None);
+    }
+
+    #[test]
+    fn duplicate_urls_collapse() {
+        let prof = p()
+            .with("realms/EXAMPLE.COM/kdc", "wss://h/kdc")
+            .with("realms/EXAMPLE.COM/kdc", "wss://H:443/kdc");
+        assert_eq!(load(&prof, R).unwrap().unwrap().kdc.len(), 1);
+    }
+}

@@ -1,0 +1,240 @@
+//! The locate decision: what to answer libkrb5 for one lookup.
+//!
+//! libkrb5 calls the plugin for every KDC, primary-KDC and kpasswd lookup,
+//! first for UDP (SOCK_DGRAM) and then, only if that call returned 0, for
+//! TCP (SOCK_STREAM). For a realm it owns the plugin answers the UDP call
+//! with no address (so libkrb5 goes on to ask for TCP and never falls back
+//! to its own krb5.conf or DNS lookups) and the TCP call with the address
+//! of the realm's loopback relay. For every other realm it answers "not
+//! mine" after a few in-memory profile queries.
+
+use std::net::SocketAddr;
+
+use krb5_wss_proto::Service;
+use log::{debug, warn};
+
+use crate::config::{self, Profile};
+use crate::relay::{self, Target};
+
+/// The services libkrb5 asks about (`enum locate_service_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocateService {
+    /// `locate_service_kdc`.
+    Kdc,
+    /// `locate_service_primary_kdc` (formerly master_kdc).
+    PrimaryKdc,
+    /// `locate_service_kadmin`.
+    Kadmin,
+    /// `locate_service_krb524`.
+    Krb524,
+    /// `locate_service_kpasswd`.
+    Kpasswd,
+    /// A value this plugin does not know.
+    Other(u32),
+}
+
+impl LocateService {
+    /// Maps the C enum's value.
+    pub fn from_raw(v: u32) -> Self {
+        match v {
+            1 => LocateService::Kdc,
+            2 => LocateService::PrimaryKdc,
+            3 => LocateService::Kadmin,
+            4 => LocateService::Krb524,
+            5 => LocateService::Kpasswd,
+            n => LocateService::Other(n),
+        }
+    }
+}
+
+/// The plugin's answer to one lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Not ours: KRB5_PLUGIN_NO_HANDLE, libkrb5 carries on as usual.
+    NotOurs,
+    /// Ours, but no address for this call (the UDP call; a realm with no
+    /// primary KDC configured): return 0 without calling back.
+    NoAddress,
+    /// Ours: return this TCP address.
+    Address(SocketAddr),
+    /// The realm's configuration is wrong (KRB5_CONFIG_BADFORMAT).
+    ConfigError(String),
+    /// No URL of the realm could be reached (KRB5_KDC_UNREACH).
+    Unreachable(String),
+}
+
+/// Decides the answer for `service` in `realm`; `stream` is true for the
+/// SOCK_STREAM call.
+pub fn lookup(profile: &dyn Profile, service: LocateService, realm: &str, stream: bool) -> Answer {
+    // The cheap test comes first: for realms that are not ours, nothing
+    // else runs (no logging setup, no allocation beyond the profile query).
+    let cfg = match config::load(profile, realm) {
+        Ok(None) => return Answer::NotOurs,
+        Ok(Some(cfg)) => {
+            crate::logging::init();
+            cfg
+        }
+        Err(e) => {
+            crate::logging::init();
+            warn!("{e}");
+            return Answer::ConfigError(e.to_string());
+        }
+    };
+    let (svc, urls, warm) = match service {
+        LocateService::Kdc if !cfg.kdc.is_empty() => (Service::Kdc, cfg.kdc.clone(), true),
+        LocateService::PrimaryKdc if !cfg.primary.is_empty() => {
+            (Service::Kdc, cfg.primary.clone(), false)
+        }
+        // The realm is ours but names no primary: libkrb5 then treats every
+        // KDC as primary and skips its retry-on-primary.
+        LocateService::PrimaryKdc if !cfg.kdc.is_empty() => return Answer::NoAddress,
+        LocateService::Kpasswd if !cfg.kpasswd_direct => {
+            let urls = cfg.kpasswd_urls();
+            if urls.is_empty() {
+                return Answer::NotOurs;
+            }
+            (Service::Kpasswd, urls, true)
+        }
+        _ => return Answer::NotOurs,
+    };
+    if !cfg.ignored.is_empty() {
+        debug!(
+            "realm {realm}: ignoring non-WebSocket entries in a wss realm: {}",
+            cfg.ignored.join(", ")
+        );
+    }
+    if !stream {
+        debug!("realm {realm} {svc}: UDP lookup answered with no address (wss realm)");
+        return Answer::NoAddress;
+    }
+    for u in urls.iter().filter(|u| !u.tls) {
+        warn!("realm {realm}: {u} has no TLS (ws://, allowed by wss_allow_plaintext)");
+    }
+    let target = Target {
+        realm: realm.to_string(),
+        service: svc,
+        urls,
+        anchors: cfg.anchors.clone(),
+        connect_timeout: cfg.connect_timeout,
+        request_timeout: cfg.request_timeout,
+    };
+    let relay = match relay::relay_for(&target) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("{e}");
+            return Answer::Unreachable(e);
+        }
+    };
+    if warm {
+        if let Err(e) = relay.warm_up() {
+            warn!("{e}");
+            return Answer::Unreachable(e.to_string());
+        }
+    }
+    debug!(
+        "realm {realm} {svc}: {} lookup answered with relay {}",
+        match service {
+            LocateService::PrimaryKdc => "primary KDC",
+            LocateService::Kpasswd => "kpasswd",
+            _ => "KDC",
+        },
+        relay.addr()
+    );
+    Answer::Address(relay.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::MapProfile;
+
+    #[test]
+    fn foreign_realm_is_not_ours_for_every_service_and_socktype() {
+        let prof = MapProfile::default().with("realms/PLAIN.ORG/kdc", "kdc.plain.org");
+        for svc in 1..=6 {
+            for stream in [false, true] {
+                assert_eq!(
+                    lookup(&prof, LocateService::from_raw(svc), "PLAIN.ORG", stream),
+                    Answer::NotOurs
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn udp_lookup_of_our_realm_gets_no_address() {
+        let prof = MapProfile::default().with("realms/W.ORG/kdc", "wss://kdc.w.org/kdc");
+        assert_eq!(
+            lookup(&prof, LocateService::Kdc, "W.ORG", false),
+            Answer::NoAddress
+        );
+        assert_eq!(
+            lookup(&prof, LocateService::Kpasswd, "W.ORG", false),
+            Answer::NoAddress
+        );
+    }
+
+    #[test]
+    fn kadmin_and_krb524_are_left_to_libkrb5() {
+        let prof = MapProfile::default().with("realms/W.ORG/kdc", "wss://kdc.w.org/kdc");
+        assert_eq!(
+            lookup(&prof, LocateService::Kadmin, "W.ORG", true),
+            Answer::NotOurs
+        );
+        assert_eq!(
+            lookup(&prof, LocateService::Krb524, "W.ORG", true),
+            Answer::NotOurs
+        );
+    }
+
+    #[test]
+    fn primary_without_configuration_has_no_address() {
+        let prof = MapProfile::default().with("realms/W.ORG/kdc", "wss://kdc.w.org/kdc");
+        assert_eq!(
+            lookup(&prof, LocateService::PrimaryKdc, "W.ORG", true),
+            Answer::NoAddress
+        );
+    }
+
+    #[test]
+    fn direct_kpasswd_server_is_left_to_libkrb5() {
+        let prof = MapProfile::default()
+            .with("realms/W.ORG/kdc", "wss://kdc.w.org/kdc")
+            .with("realms/W.ORG/kpasswd_server", "kdc.w.org");
+        assert_eq!(
+            lookup(&prof, LocateService::Kpasswd, "W.ORG", true),
+            Answer::NotOurs
+        );
+    }
+
+    #[test]
+    fn config_errors_are_reported_not_skipped() {
+        let prof = MapProfile::default().with("realms/W.ORG/kdc", "ws://kdc.w.org/kdc");
+        match lookup(&prof, LocateService::Kdc, "W.ORG", false) {
+            Answer::ConfigError(m) => assert!(m.contains("realm W.ORG")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refused_url_is_unreachable_and_named() {
+        // Bind and drop a listener to find a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("wss://127.0.0.1:{port}/kdc");
+        let prof = MapProfile::default().with("realms/R.ORG/kdc", &url);
+        match lookup(&prof, LocateService::Kdc, "R.ORG", true) {
+            Answer::Unreachable(m) => {
+                assert!(
+                    m.starts_with("Cannot contact any KDC for realm 'R.ORG' over wss"),
+                    "{m}"
+                );
+                assert!(m.contains(&url) && m.contains("connection refused"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! One WebSocket connection to a krb5-wss proxy (or any server speaking
+//! docs/protocol.md), with blocking I/O and a bound on every phase.
+//!
+//! [`WssConnection::connect`] resolves the host, connects over TCP, runs the
+//! TLS handshake (verified) and the WebSocket handshake offering the
+//! `binary` subprotocol, all within one connect deadline.
+//! [`WssConnection::exchange`] sends one record and reads its reply within
+//! the request deadline. Failures are typed and say what went wrong in
+//! words an administrator can act on.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use krb5_wss_proto::framing::{self, Deframer};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use crate::url::WssUrl;
+
+/// The largest reply the plugin accepts from a proxy.
+pub const MAX_REPLY: usize = 1024 * 1024;
+
+/// Why a connection or an exchange failed.
+#[derive(Debug)]
+pub enum TransportError {
+    /// The host name did not resolve.
+    Resolve(String),
+    /// TCP connect failed on every address (the last error is kept).
+    Connect {
+        /// The address of the last attempt.
+        addr: SocketAddr,
+        /// Its error (refused, unreachable, ...).
+        error: io::Error,
+    },
+    /// A phase did not finish in time.
+    Timeout {
+        /// What was being done ("connecting", "TLS handshake", ...).
+        phase: &'static str,
+        /// The bound that was exceeded.
+        after: Duration,
+    },
+    /// TLS failed (certificate, protocol); already described for humans.
+    Tls(String),
+    /// The HTTP/WebSocket handshake was refused or malformed.
+    Handshake(String),
+    /// The server closed the connection before the reply was complete.
+    Closed {
+        /// The close code, when the server sent a close frame.
+        code: Option<u16>,
+        /// The close reason.
+        reason: String,
+    },
+    /// The server broke the protocol (bad framing, text message, ...).
+    Protocol(String),
+    /// Another I/O error (reset, broken pipe, ...).
+    Io(io::Error),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Resolve(e) => write!(f, "cannot resolve host: {e}"),
+            TransportError::Connect { addr, error } => match error.kind() {
+                io::ErrorKind::ConnectionRefused => write!(f, "connection refused by {addr}"),
+                _ => write!(f, "cannot connect to {addr}: {error}"),
+            },
+            TransportError::Timeout { phase, after } => {
+                write!(f, "timed out {phase} (after {} ms)", after.as_millis())
+            }
+            TransportError::Tls(e) => f.write_str(e),
+            TransportError::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
+            TransportError::Closed {
+                code: Some(code),
+                reason,
+            } => {
+                let known = krb5_wss_proto::close::describe(*code);
+                let reason = if reason.is_empty() {
+                    known.unwrap_or("no reason given")
+                } else {
+                    reason
+                };
+                write!(f, "the server closed the connection: {code} {reason}")
+            }
+            TransportError::Closed { code: None, .. } => {
+                f.write_str("the server closed the connection without a reply")
+            }
+            TransportError::Protocol(e) => write!(f, "protocol error: {e}"),
+            TransportError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// A failed exchange, and whether resending on a new connection is safe.
+#[derive(Debug)]
+pub struct ExchangeFailure {
+    /// What went wrong.
+    pub error: TransportError,
+    /// True when the connection was found closed before any reply byte
+    /// arrived (a stale pooled connection): resending is safe.
+    pub stale: bool,
+}
+
+/// The byte stream under the WebSocket: TLS, or plain TCP for `ws://`.
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An open WebSocket connection to one URL.
+pub struct WssConnection {
+    ws: WebSocket<Stream>,
+    url: WssUrl,
+    peer: SocketAddr,
+    deframer: Deframer,
+    last_used: Instant,
+    exchanges: u64,
+}
+
+impl fmt::Debug for WssConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WssConnection")
+            .field("url", &self.url.to_string())
+            .field("peer", &self.peer)
+            .field("exchanges", &self.exchanges)
+            .finish()
+    }
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Resolves the URL's host to socket addresses (IP literals need no lookup).
+pub fn resolve(url: &WssUrl) -> Result<Vec<SocketAddr>, TransportError> {
+    if let Some(ip) = url.ip() {
+        return Ok(vec![SocketAddr::new(ip, url.port)]);
+    }
+    let host = url.host_for_resolve();
+    let addrs: Vec<SocketAddr> = (host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| TransportError::Resolve(format!("{host}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(TransportError::Resolve(format!("{host}: no addresses")));
+    }
+    Ok(addrs)
+}
+
+fn connect_tcp(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    bound: Duration,
+) -> Result<TcpStream, TransportError> {
+    let mut last = None;
+    for addr in addrs {
+        let Some(left) = remaining(deadline) else {
+            break;
+        };
+        match TcpStream::connect_timeout(addr, left) {
+            Ok(s) => return Ok(s),
+            Err(e) if is_timeout(&e) => {
+                last = Some(TransportError::Timeout {
+                    phase: "connecting",
+                    after: bound,
+                })
+            }
+            Err(error) => last = Some(TransportError::Connect { addr: *addr, error }),
+        }
+    }
+    Err(last.unwrap_or(TransportError::Timeout {
+        phase: "connecting",
+        after: bound,
+    }))
+}
+
+/// Maps an I/O error from the TLS layer to a described TLS error.
+fn tls_io_error(e: io::Error, host: &str, bound: Duration) -> TransportError {
+    if is_timeout(&e) {
+        return TransportError::Timeout {
+            phase: "in the TLS handshake",
+            after: bound,
+        };
+    }
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return TransportError::Tls(crate::tls::describe_error(tls, host));
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => TransportError::Tls(format!(
+            "TLS handshake with {host} failed: the server closed the connection (is it serving TLS on this port?)"
+        )),
+        _ => TransportError::Io(e),
+    }
+}
+
+fn map_ws_error(
+    e: tungstenite::Error,
+    phase: &'static str,
+    bound: Duration,
+    host: &str,
+) -> TransportError {
+    match e {
+        tungstenite::Error::Io(io) if is_timeout(&io) => TransportError::Timeout {
+            phase,
+            after: bound,
+        },
+        tungstenite::Error::Io(io) => {
+            if io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some()
+            {
+                tls_io_error(io, host, bound)
+            } else {
+                TransportError::Io(io)
+            }
+        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            TransportError::Closed {
+                code: None,
+                reason: String::new(),
+            }
+        }
+        tungstenite::Error::Capacity(c) => {
+            TransportError::Protocol(format!("reply too large: {c}"))
+        }
+        other => TransportError::Protocol(other.to_string()),
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_REPLY + framing::HEADER_LEN))
+        .max_frame_size(Some(MAX_REPLY + framing::HEADER_LEN))
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+}
+
+impl WssConnection {
+    /// Opens a connection: TCP, TLS (when `wss://`), WebSocket handshake,
+    /// all within `connect_timeout`.
+    pub fn connect(
+        url: &WssUrl,
+        tls: &Arc<ClientConfig>,
+        connect_timeout: Duration,
+    ) -> Result<WssConnection, TransportError> {
+        let deadline = Instant::now() + connect_timeout;
+        let host = url.host_for_resolve();
+        let addrs = resolve(url)?;
+        let tcp = connect_tcp(&addrs, deadline, connect_timeout)?;
+        let peer = tcp.peer_addr().map_err(TransportError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let left = remaining(deadline).ok_or(TransportError::Timeout {
+            phase: "connecting",
+            after: connect_timeout,
+        })?;
+        tcp.set_read_timeout(Some(left))
+            .map_err(TransportError::Io)?;
+        tcp.set_write_timeout(Some(left))
+            .map_err(TransportError::Io)?;
+
+        let stream = if url.tls {
+            let name = ServerName::try_from(host.clone()).map_err(|e| {
+                TransportError::Tls(format!(
+                    "\"{host}\" cannot be checked against a certificate: {e}"
+                ))
+            })?;
+            let mut conn = ClientConnection::new(tls.clone(), name)
+                .map_err(|e| TransportError::Tls(format!("TLS setup for {host}: {e}")))?;
+            let mut tcp = tcp;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp)
+                    .map_err(|e| tls_io_error(e, &host, connect_timeout))?;
+            }
+            Stream::Tls(Box::new(StreamOwned::new(conn, tcp)))
+        } else {
+            Stream::Plain(tcp)
+        };
+        if let Some(left) = remaining(deadline) {
+            stream
+                .tcp()
+                .set_read_timeout(Some(left))
+                .map_err(TransportError::Io)?;
+            stream
+                .tcp()
+                .set_write_timeout(Some(left))
+                .map_err(TransportError::Io)?;
+        }
+
+        let mut request = url
+            .to_string()
+            .into_client_request()
+            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(krb5_wss_proto::SUBPROTOCOL),
+        );
+        headers.insert(
+            "User-Agent",
+            HeaderValue::from_static(concat!("krb5-wss/", env!("CARGO_PKG_VERSION"))),
+        );
+        let ws = match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
+            Ok((ws, _response)) => ws,
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(TransportError::Timeout {
+                    phase: "in the WebSocket handshake",
+                    after: connect_timeout,
+                })
+            }
+            Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                let status = resp.status();
+                return Err(TransportError::Handshake(format!(
+                    "HTTP {} {} for {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or(""),
+                    url.path
+                )));
+            }
+            Err(HandshakeError::Failure(tungstenite::Error::Protocol(p))) => {
+                return Err(TransportError::Handshake(p.to_string()))
+            }
+            Err(HandshakeError::Failure(e)) => {
+                return Err(map_ws_error(
+                    e,
+                    "in the WebSocket handshake",
+                    connect_timeout,
+                    &host,
+                ))
+            }
+        };
+        Ok(WssConnection {
+            ws,
+            url: url.clone(),
+            peer,
+            deframer: Deframer::new(MAX_REPLY),
+            last_used: Instant::now(),
+            exchanges: 0,
+        })
+    }
+
+    /// The URL this connection serves.
+    pub fn url(&self) -> &WssUrl {
+        &self.url
+    }
+
+    /// The proxy's socket address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// How many exchanges completed on this connection.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges
+    }
+
+    /// How long since the last exchange (or the handshake).
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
+    /// Sends one request (a DER message, without length prefix) and returns
+    /// the reply (without prefix), within `timeout`.
+    pub fn exchange(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ExchangeFailure> {
+        let deadline = Instant::now() + timeout;
+        let host = self.url.host_for_resolve();
+        let fail = |error, stale| ExchangeFailure { error, stale };
+        let tcp_set = |ws: &WebSocket<Stream>, left: Duration| -> io::Result<()> {
+            ws.get_ref().tcp().set_read_timeout(Some(left))?;
+            ws.get_ref().tcp().set_write_timeout(Some(left))
+        };
+        tcp_set(&self.ws, timeout).map_err(|e| fail(TransportError::Io(e), false))?;
+        let record = framing::try_encode(request)
+            .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
+        if let Err(e) = self.ws.send(Message::Binary(record.into())) {
+            // A write that fails on a connection the server already closed
+            // never reached the KDC: safe to resend elsewhere.
+            let stale = matches!(
+                &e,
+                tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Io(_)
+            ) && self.exchanges > 0;
+            return Err(fail(
+                map_ws_error(e, "sending the request", timeout, &host),
+                stale,
+            ));
+        }
+        let mut replies = Vec::new();
+        let mut got_bytes = false;
+        loop {
+            let Some(left) = remaining(deadline) else {
+                return Err(fail(
+                    TransportError::Timeout {
+                        phase: "waiting for the reply",
+                        after: timeout,
+                    },
+                    false,
+                ));
+            };
+            tcp_set(&self.ws, left).map_err(|e| fail(TransportError::Io(e), false))?;
+            match self.ws.read() {
+                Ok(Message::Binary(data)) => {
+                    got_bytes = true;
+                    self.deframer
+                        .push(&data, &mut replies)
+                        .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
+                    if let Some(reply) = replies.pop() {
+                        if !replies.is_empty() || !self.deframer.is_idle() {
+                            return Err(fail(
+                                TransportError::Protocol(
+                                    "more than one reply to one request".into(),
+                                ),
+                                false,
+                            ));
+                        }
+                        self.exchanges += 1;
+                        self.last_used = Instant::now();
+                        return Ok(reply);
+                    }
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Text(_)) => {
+                    return Err(fail(
+                        TransportError::Protocol("the server sent a text message".into()),
+                        false,
+                    ))
+                }
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = match frame {
+                        Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                        None => (None, String::new()),
+                    };
+                    // A normal close before any reply byte on a reused
+                    // connection is an idle close that crossed our request.
+                    let stale = !got_bytes
+                        && self.exchanges > 0
+                        && matches!(code, None | Some(1000) | Some(1001));
+                    return Err(fail(TransportError::Closed { code, reason }, stale));
+                }
+                Err(e) => {
+                    let stale = !got_bytes
+                        && self.exchanges > 0
+                        && match &e {
+                            tungstenite::Error::ConnectionClosed
+                            | tungstenite::Error::AlreadyClosed => true,
+                            tungstenite::Error::Io(io) => matches!(
+                                io.kind(),
+                                io::ErrorKind::ConnectionReset
+                                    | io::ErrorKind::BrokenPipe
+                                    | io::ErrorKind::UnexpectedEof
+                            ),
+                            _ => false,
+                        };
+                    return Err(fail(
+                        map_ws_error(e, "waiting for the reply", timeout, &host),
+                        stale,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// True when the connection is idle, younger than `max_idle`, and the
+    /// server has not closed it (checked without blocking; pings are
+    /// answered, anything else marks the connection dead).
+    pub fn is_alive(&mut self, max_idle: Duration) -> bool {
+        if self.last_used.elapsed() > max_idle || !self.deframer.is_idle() {
+            return false;
+        }
+        if self.ws.get_ref().tcp().set_nonblocking(true).is_err() {
+            return false;
+        }
+        let alive = loop {
+            match self.ws.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    break true
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                _ => break false,
+            }
+        };
+        self.ws.get_ref().tcp().set_nonblocking(false).is_ok() && alive
+    }
+
+    /// Sends a normal close frame (best effort, never blocks long).
+    pub fn close(mut self) {
+        let _ = self
+            .ws
+            .get_ref()
+            .tcp()
+            .set_write_timeout(Some(Duration::from_millis(200)));
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}

@@ -1,0 +1,430 @@
+"""Shared fixtures for the krb5-wss end-to-end tests.
+
+Everything here is real: an MIT KDC and kadmind from k5test, the real
+krb5-wss-proxy with certificates from a throwaway test CA, MIT's own kinit,
+kvno, klist and kpasswd, and the plugin installed for the client commands
+only, through a private mount namespace (`unshare -Urm` plus a bind mount
+over libkrb5's locate-plugin directory). Nothing outside the tests' temp
+dirs changes, and every process a fixture starts is stopped.
+
+The build artefacts come from `target/release` (override with
+KRB5_WSS_TARGET_DIR); `scripts/test` builds them before running pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from k5test import K5Realm
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("KRB5_WSS_TARGET_DIR", ROOT / "target" / "release"))
+PLUGIN_SO = TARGET / "libkrb5_wss.so"
+PROXY_BIN = TARGET / "krb5-wss-proxy"
+
+
+def _libkrb5_plugin_dir() -> str:
+    libdir = subprocess.run(
+        ["pkg-config", "--variable=libdir", "krb5"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return os.path.join(libdir, "krb5", "plugins", "libkrb5")
+
+
+LIBKRB5_PLUGIN_DIR = _libkrb5_plugin_dir()
+
+# ---------------------------------------------------------------------------
+# Ports
+
+
+_port_lock = threading.Lock()
+_next_port = [20000 + (os.getpid() * 37) % 20000]
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def free_ports(count: int = 1) -> int:
+    """Returns the first of `count` consecutive ports free for TCP and UDP.
+
+    Ports are handed out from a per-process sequence, so two realms in one
+    test run never share a portbase (k5test starts a second KDC on a taken
+    port without complaint).
+    """
+    with _port_lock:
+        while True:
+            base = _next_port[0]
+            _next_port[0] += count + 1
+            if _next_port[0] > 60000:
+                _next_port[0] = 20000
+            if all(_free(base + i) for i in range(count)):
+                return base
+
+
+# ---------------------------------------------------------------------------
+# Certificates
+
+
+@dataclasses.dataclass
+class TestPKI:
+    """A test CA with a server certificate, and an unrelated rogue CA."""
+
+    dir: Path
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    rogue_ca_cert: Path
+    rogue_cert: Path
+    rogue_key: Path
+    wrong_name_cert: Path
+    wrong_name_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(d: Path, name: str) -> tuple[Path, Path]:
+    key, cert = d / f"{name}.key", d / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+        "-subj", f"/CN=krb5-wss test CA {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
+    return cert, key
+
+
+def _make_leaf(d: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
+    key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
+    ext = d / f"{name}.ext"
+    ext.write_text(
+        f"subjectAltName={san}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=d,
+    )
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext),
+        cwd=d,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> TestPKI:
+    d = tmp_path_factory.mktemp("pki")
+    ca = _make_ca(d, "ca")
+    server = _make_leaf(d, "server", ca, "DNS:localhost,IP:127.0.0.1,IP:::1")
+    wrong = _make_leaf(d, "wrongname", ca, "DNS:not-this-host.example")
+    rogue_ca = _make_ca(d, "rogue-ca")
+    rogue = _make_leaf(d, "rogue", rogue_ca, "DNS:localhost,IP:127.0.0.1,IP:::1")
+    return TestPKI(
+        dir=d,
+        ca_cert=ca[0],
+        server_cert=server[0],
+        server_key=server[1],
+        rogue_ca_cert=rogue_ca[0],
+        rogue_cert=rogue[0],
+        rogue_key=rogue[1],
+        wrong_name_cert=wrong[0],
+        wrong_name_key=wrong[1],
+    )
+
+
+# ---------------------------------------------------------------------------
+# The plugin, installed through a private mount namespace
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory) -> Path:
+    """A directory holding the built plugin as krb5_wss.so."""
+    if not PLUGIN_SO.exists():
+        pytest.fail(f"{PLUGIN_SO} is missing: build with `cargo build --release` first")
+    d = tmp_path_factory.mktemp("plugins")
+    shutil.copy(PLUGIN_SO, d / "krb5_wss.so")
+    return d
+
+
+def ns_command(cmd: list[str], plugin_dir: Path | None, resolv_conf: Path | None = None) -> list[str]:
+    """Wraps `cmd` to run in a private mount namespace where libkrb5's
+    locate-plugin directory is `plugin_dir` (and /etc/resolv.conf is
+    `resolv_conf`, when given). Only that process tree sees the mounts."""
+    mounts = []
+    if plugin_dir is not None:
+        mounts.append(f'mount --bind "{plugin_dir}" "{LIBKRB5_PLUGIN_DIR}"')
+    if resolv_conf is not None:
+        mounts.append(f'mount --bind "{resolv_conf}" /etc/resolv.conf')
+    if not mounts:
+        return cmd
+    script = " && ".join(mounts) + ' && exec "$@"'
+    return ["unshare", "-Urm", "sh", "-c", script, "sh", *cmd]
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(
+    cmd: list[str],
+    env: dict[str, str],
+    *,
+    input: str | None = None,
+    plugin_dir: Path | None = None,
+    resolv_conf: Path | None = None,
+    timeout: float = 60,
+) -> Result:
+    """Runs a client command (with the plugin when `plugin_dir` is given)."""
+    full = ns_command(cmd, plugin_dir, resolv_conf)
+    start = time.monotonic()
+    p = subprocess.run(
+        full,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
+
+
+# ---------------------------------------------------------------------------
+# Realms
+
+
+class Realm:
+    """A k5test MIT realm (KDC + kadmind/kpasswd) on its own ports."""
+
+    def __init__(self, name: str = "KRBTEST.COM"):
+        self.portbase = free_ports(6)
+        self.k5 = K5Realm(
+            realm=name,
+            portbase=self.portbase,
+            start_kadmind=True,
+            get_creds=False,
+        )
+        self.name = name
+        # The user principal must use preauth, as most real realms require.
+        self.k5.run_kadminl(["modprinc", "+requires_preauth", self.k5.user_princ])
+        self.user = self.k5.user_princ
+        self.password = self.k5.password("user")
+        self.host_princ = self.k5.host_princ
+        self.kdc_addr = f"127.0.0.1:{self.portbase}"
+        self.kpasswd_addr = f"127.0.0.1:{self.portbase + 2}"
+
+    def addprinc(self, princ: str, password: str | None = None, preauth: bool = True) -> None:
+        self.k5.addprinc(princ, password)
+        if preauth:
+            self.k5.run_kadminl(["modprinc", "+requires_preauth", princ])
+
+    def stop(self) -> None:
+        self.k5.stop()
+
+
+@pytest.fixture(scope="module")
+def realm():
+    r = Realm()
+    yield r
+    r.stop()
+
+
+# ---------------------------------------------------------------------------
+# The proxy
+
+
+class Proxy:
+    """A running krb5-wss-proxy; its stderr goes to `log_path`."""
+
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None):
+        self.log_path = workdir / f"proxy-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")
+        proc_env = dict(os.environ)
+        proc_env.setdefault("KRB5_WSS_PROXY_LOG", "debug")
+        if env:
+            proc_env.update(env)
+        self.proc = subprocess.Popen(
+            [str(PROXY_BIN), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=proc_env,
+        )
+        self.listen_url = self._wait_for_listen_line()
+        # "wss://127.0.0.1:PORT" -> port
+        self.port = int(self.listen_url.rsplit(":", 1)[1].split("/")[0])
+
+    def _wait_for_listen_line(self) -> str:
+        deadline = time.monotonic() + 20
+        assert self.proc.stdout is not None
+        result: list[str] = []
+
+        def reader():
+            line = self.proc.stdout.readline()
+            result.append(line)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(max(0.0, deadline - time.monotonic()))
+        line = result[0] if result else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"proxy did not start: {line!r}\n{self.log()}")
+        return line.split()[2]
+
+    def url(self, path: str = "/kdc", host: str = "localhost", scheme: str = "wss") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    """Factory: start_proxy(args) -> Proxy, stopped at teardown."""
+    if not PROXY_BIN.exists():
+        pytest.fail(f"{PROXY_BIN} is missing: build with `cargo build --release` first")
+    started: list[Proxy] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> Proxy:
+        p = Proxy(args, tmp_path, env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def tls_proxy_args(pki: TestPKI, realm: Realm, *extra: str) -> list[str]:
+    """The usual command line: TLS with the test CA's certificate, one realm."""
+    return [
+        "--listen", "127.0.0.1:0",
+        "--cert", str(pki.server_cert),
+        "--key", str(pki.server_key),
+        "--realm", f"{realm.name}={realm.kdc_addr}",
+        "--kpasswd", f"{realm.name}={realm.kpasswd_addr}",
+        *extra,
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Client configuration
+
+
+def write_krb5_conf(path: Path, default_realm: str, realms: dict[str, dict[str, list[str] | str]],
+                    libdefaults: dict[str, str] | None = None) -> Path:
+    """Writes a krb5.conf; realm values may be strings or lists of lines."""
+    lines = ["[libdefaults]", f"\tdefault_realm = {default_realm}", "\tdns_lookup_kdc = false",
+             "\tdns_lookup_realm = false", "\trdns = false"]
+    for k, v in (libdefaults or {}).items():
+        lines.append(f"\t{k} = {v}")
+    lines.append("[realms]")
+    for name, opts in realms.items():
+        lines.append(f"\t{name} = {{")
+        for k, v in opts.items():
+            for item in [v] if isinstance(v, str) else v:
+                lines.append(f"\t\t{k} = {item}")
+        lines.append("\t}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def client_env(workdir: Path, krb5_conf: Path, **extra: str) -> dict[str, str]:
+    """Environment for a client command: its own config, ccache and logs."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "KRB5_CONFIG": str(krb5_conf),
+        "KRB5CCNAME": f"FILE:{workdir / 'ccache'}",
+        "KRB5RCACHEDIR": str(workdir),
+        "KRB5_WSS_LOG": "debug",
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclasses.dataclass
+class WssClient:
+    """A client set up for one realm through one proxy."""
+
+    realm: Realm
+    env: dict[str, str]
+    plugin_dir: Path
+    workdir: Path
+
+    def run(self, cmd: list[str], **kw) -> Result:
+        kw.setdefault("plugin_dir", self.plugin_dir)
+        return run(cmd, self.env, **kw)
+
+    def kinit(self, princ: str | None = None, password: str | None = None, **kw) -> Result:
+        princ = princ or self.realm.user
+        password = self.realm.password if password is None else password
+        return self.run(["kinit", princ], input=password + "\n", **kw)
+
+
+def wss_client(realm: Realm, proxy_port: int, pki: TestPKI, plugin_dir: Path, workdir: Path,
+               extra_realm_opts: dict | None = None, **env_extra: str) -> WssClient:
+    """A client whose krb5.conf names no KDC address, only wss URLs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    opts: dict[str, list[str] | str] = {
+        "kdc": f"wss://localhost:{proxy_port}/kdc",
+        "kpasswd_server": f"wss://localhost:{proxy_port}/kpasswd",
+        "http_anchors": f"FILE:{pki.ca_cert}",
+    }
+    opts.update(extra_realm_opts or {})
+    conf = write_krb5_conf(workdir / "krb5.conf", realm.name, {realm.name: opts})
+    return WssClient(realm, client_env(workdir, conf, **env_extra), plugin_dir, workdir)
