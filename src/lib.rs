@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dns;
 pub mod env;
 mod ffi;
 pub mod locate;

@@ -1,0 +1,187 @@
+//! The command line.
+//!
+//! Every flag has a counterpart in the TOML configuration file (see
+//! `config.rs` and `docs/proxy.md`); flags override the file.
+
+use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
+use crate::limits;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Kerberos over WebSockets: accepts wss:// connections on /kdc and
+/// /kpasswd and forwards each Kerberos request to the configured KDCs of
+/// its realm.
+#[derive(Debug, Parser, Default)]
+#[command(name = "krb5-wss-proxy", version, max_term_width = 100)]
+pub struct Args {
+    /// TOML configuration file; flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on; repeatable (port 0 picks a free port).
+    /// [default: none; required here or in the config file]
+    #[arg(long, value_name = "IP:PORT", value_parser = addr::parse_listen)]
+    pub listen: Vec<SocketAddr>,
+
+    /// TLS certificate chain (PEM), leaf certificate first.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) matching --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Serve ws:// without TLS (only behind a TLS-terminating web server).
+    #[arg(long)]
+    pub plaintext: bool,
+
+    /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
+    /// (tried in the order given). Port defaults to 88.
+    #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]
+    pub realms: Vec<(String, ServerAddr)>,
+
+    /// A kpasswd server of a realm; repeatable like --realm. Port defaults
+    /// to 464.
+    #[arg(long = "kpasswd", value_name = "REALM=HOST[:PORT]", value_parser = parse_kpasswd)]
+    pub kpasswd: Vec<(String, ServerAddr)>,
+
+    /// Largest request record accepted, in bytes (K/KiB/M/MiB suffixes
+    /// allowed). [default: 128KiB]
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
+    pub max_record_size: Option<usize>,
+
+    /// Largest KDC reply accepted, in bytes. [default: 1MiB]
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
+    pub max_reply_size: Option<usize>,
+
+    /// Most client connections open at once. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Deadline for the TLS + HTTP + WebSocket handshake. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+
+    /// Close a WebSocket (1000 "idle") after this long without a record.
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Close (4408) when a started record is not complete after this long.
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub record_timeout: Option<Duration>,
+
+    /// Deadline to resolve and connect to one KDC. [default: 3s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Deadline for one KDC to answer once connected. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub reply_timeout: Option<Duration>,
+
+    /// Deadline to hand a reply or close frame to a client. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub send_timeout: Option<Duration>,
+}
+
+fn parse_kdc(s: &str) -> Result<(String, ServerAddr), String> {
+    addr::parse_realm_server(s, KDC_PORT)
+}
+
+fn parse_kpasswd(s: &str) -> Result<(String, ServerAddr), String> {
+    addr::parse_realm_server(s, KPASSWD_PORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("krb5-wss-proxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_documented_command_line() {
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:8443",
+            "--cert",
+            "cert.pem",
+            "--key",
+            "key.pem",
+            "--realm",
+            "EXAMPLE.COM=kdc.example.com:88",
+            "--kpasswd",
+            "EXAMPLE.COM=kdc.example.com:464",
+        ])
+        .unwrap();
+        assert_eq!(a.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(a.cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(a.realms.len(), 1);
+        assert_eq!(a.realms[0].0, "EXAMPLE.COM");
+        assert_eq!(a.realms[0].1.to_string(), "kdc.example.com:88");
+        assert_eq!(a.kpasswd[0].1.to_string(), "kdc.example.com:464");
+        assert!(!a.plaintext);
+    }
+
+    #[test]
+    fn repeatable_flags_and_default_ports() {
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--realm",
+            "A.ORG=kdc1",
+            "--realm",
+            "A.ORG=[2001:db8::1]",
+            "--kpasswd",
+            "A.ORG=kdc1",
+            "--plaintext",
+        ])
+        .unwrap();
+        assert_eq!(a.listen.len(), 2);
+        let kdcs: Vec<String> = a.realms.iter().map(|(_, s)| s.to_string()).collect();
+        assert_eq!(kdcs, ["kdc1:88", "[2001:db8::1]:88"]);
+        assert_eq!(a.kpasswd[0].1.to_string(), "kdc1:464");
+        assert!(a.plaintext);
+    }
+
+    #[test]
+    fn limits_flags() {
+        let a = parse(&[
+            "--max-record-size",
+            "64KiB",
+            "--idle-timeout",
+            "500ms",
+            "--max-connections",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(a.max_record_size, Some(65536));
+        assert_eq!(a.idle_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(a.max_connections, Some(5));
+    }
+
+    #[test]
+    fn bad_realm_argument_is_named() {
+        let err = parse(&["--realm", "EXAMPLE.COM"]).unwrap_err().to_string();
+        assert!(err.contains("--realm"), "{err}");
+        assert!(err.contains("EXAMPLE.COM"), "{err}");
+        let err = parse(&["--kpasswd", "R=kdc:99999"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--kpasswd") && err.contains("99999"), "{err}");
+        let err = parse(&["--listen", "localhost:1"]).unwrap_err().to_string();
+        assert!(err.contains("--listen"), "{err}");
+    }
+}

@@ -1,0 +1,625 @@
+//! The proxy's configuration: the TOML file format, and the merge of that
+//! file with the command line into one validated [`Config`].
+//!
+//! Merge rules (documented in `docs/proxy.md`): a flag given on the
+//! command line overrides the file's setting; `--listen` replaces the
+//! file's `listen` list; `--realm R=…` / `--kpasswd R=…` replace the file's
+//! `kdc` / `kpasswd` list of realm `R` only (other realms of the file stay).
+
+use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
+use crate::cli::Args;
+use crate::limits::{self, Limits};
+use krb5_wss_proto::Service;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest configuration file read (it is a few lines in practice).
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// The upstream servers of one realm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RealmServers {
+    /// KDCs, tried in order, for `/kdc`.
+    pub kdc: Vec<ServerAddr>,
+    /// kpasswd servers, tried in order, for `/kpasswd`.
+    pub kpasswd: Vec<ServerAddr>,
+}
+
+impl RealmServers {
+    /// The servers for `service` (possibly none).
+    pub fn for_service(&self, service: Service) -> &[ServerAddr] {
+        match service {
+            Service::Kdc => &self.kdc,
+            Service::Kpasswd => &self.kpasswd,
+        }
+    }
+}
+
+/// How clients reach the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS with this certificate chain and key (PEM files): `wss://`.
+    Tls {
+        /// Certificate chain file.
+        cert: PathBuf,
+        /// Private key file.
+        key: PathBuf,
+    },
+    /// No TLS (`ws://`), behind a TLS-terminating web server.
+    Plaintext,
+}
+
+impl Transport {
+    /// The URL scheme clients use: `wss` or `ws`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Tls { .. } => "wss",
+            Transport::Plaintext => "ws",
+        }
+    }
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to listen on (at least one).
+    pub listen: Vec<SocketAddr>,
+    /// TLS or plaintext.
+    pub transport: Transport,
+    /// Served realms by exact (case-sensitive) name (at least one).
+    pub realms: BTreeMap<String, RealmServers>,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+/// The TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    realms: BTreeMap<String, RealmSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<Vec<String>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    plaintext: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_record_size: Option<Size>,
+    max_reply_size: Option<Size>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<Seconds>,
+    idle_timeout: Option<Seconds>,
+    record_timeout: Option<Seconds>,
+    connect_timeout: Option<Seconds>,
+    reply_timeout: Option<Seconds>,
+    send_timeout: Option<Seconds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealmSection {
+    #[serde(default)]
+    kdc: Vec<String>,
+    #[serde(default)]
+    kpasswd: Vec<String>,
+}
+
+/// A byte count in TOML: an integer, or a string such as "128KiB".
+#[derive(Debug, Clone, Copy)]
+struct Size(usize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a byte count: an integer or a string like \"128KiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                usize::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("{v} is not a byte count")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                usize::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                limits::parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration in TOML: seconds as a number, or a string like "500ms".
+#[derive(Debug, Clone, Copy)]
+struct Seconds(Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration: seconds as a number, or a string like \"500ms\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                limits::seconds(v)
+                    .map(Seconds)
+                    .map_err(|e| E::custom(format!("{v}: {e}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
+                limits::parse_duration(v).map(Seconds).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads and parses a configuration file, naming it in every error.
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    use std::io::Read;
+    let name = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("config file {name}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("config file {name}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(format!(
+            "config file {name}: larger than {MAX_CONFIG_FILE} bytes"
+        ));
+    }
+    parse_file(&text).map_err(|e| format!("config file {name}: {e}"))
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Resolves `p` relative to the configuration file's directory.
+fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the command line and the file it
+    /// names (if any), and validates it.
+    pub fn from_args(args: Args) -> Result<Config, String> {
+        let (file, base) = match &args.config {
+            Some(path) => (load_file(path)?, path.parent().map(Path::to_path_buf)),
+            None => (FileConfig::default(), None),
+        };
+        merge(args, file, base.as_deref())
+    }
+}
+
+fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, String> {
+    // Listen addresses.
+    let listen = if !args.listen.is_empty() {
+        args.listen
+    } else {
+        file.server
+            .listen
+            .unwrap_or_default()
+            .iter()
+            .map(|s| addr::parse_listen(s).map_err(|e| format!("[server] listen: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if listen.is_empty() {
+        return Err("no listen address: give --listen IP:PORT (or [server] listen)".into());
+    }
+
+    // TLS or plaintext.
+    let plaintext = args.plaintext || file.server.plaintext.unwrap_or(false);
+    let cert = args
+        .cert
+        .or_else(|| file.server.cert.map(|p| relative_to(base, p)));
+    let key = args
+        .key
+        .or_else(|| file.server.key.map(|p| relative_to(base, p)));
+    let transport = match (plaintext, cert, key) {
+        (true, None, None) => Transport::Plaintext,
+        (true, _, _) => {
+            return Err(
+                "--plaintext serves ws:// without TLS: do not also give --cert/--key".into(),
+            )
+        }
+        (false, Some(cert), Some(key)) => Transport::Tls { cert, key },
+        (false, _, _) => {
+            return Err(
+                "TLS needs both --cert FILE and --key FILE (or --plaintext to serve \
+                        ws:// behind a TLS-terminating web server)"
+                    .into(),
+            )
+        }
+    };
+
+    // Realms: the file's, then the command line's lists replace per realm.
+    let mut realms = BTreeMap::new();
+    for (name, section) in file.realms {
+        addr::check_realm(&name).map_err(|e| format!("[realms.{name:?}]: {e}"))?;
+        let parse_all = |list: &[String], port: u16, key: &str| {
+            list.iter()
+                .map(|s| {
+                    addr::parse_server(s, port).map_err(|e| format!("[realms.{name:?}] {key}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let servers = RealmServers {
+            kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
+            kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
+        };
+        realms.insert(name, servers);
+    }
+    replace_lists(&mut realms, args.realms, |r| &mut r.kdc);
+    replace_lists(&mut realms, args.kpasswd, |r| &mut r.kpasswd);
+    if realms.is_empty() {
+        return Err("no realm configured: give --realm REALM=HOST[:PORT] \
+                    (or a [realms.\"REALM\"] section)"
+            .into());
+    }
+    if let Some((name, _)) = realms
+        .iter()
+        .find(|(_, r)| r.kdc.is_empty() && r.kpasswd.is_empty())
+    {
+        return Err(format!(
+            "realm {name:?} has neither kdc nor kpasswd servers"
+        ));
+    }
+
+    // Limits: defaults, then the file, then the command line.
+    let d = Limits::default();
+    let f = file.limits;
+    let limits = Limits {
+        max_record_size: args
+            .max_record_size
+            .or(f.max_record_size.map(|s| s.0))
+            .unwrap_or(d.max_record_size),
+        max_reply_size: args
+            .max_reply_size
+            .or(f.max_reply_size.map(|s| s.0))
+            .unwrap_or(d.max_reply_size),
+        max_connections: args
+            .max_connections
+            .or(f.max_connections)
+            .unwrap_or(d.max_connections),
+        handshake_timeout: pick(
+            args.handshake_timeout,
+            f.handshake_timeout,
+            d.handshake_timeout,
+        ),
+        idle_timeout: pick(args.idle_timeout, f.idle_timeout, d.idle_timeout),
+        record_timeout: pick(args.record_timeout, f.record_timeout, d.record_timeout),
+        connect_timeout: pick(args.connect_timeout, f.connect_timeout, d.connect_timeout),
+        reply_timeout: pick(args.reply_timeout, f.reply_timeout, d.reply_timeout),
+        send_timeout: pick(args.send_timeout, f.send_timeout, d.send_timeout),
+    };
+    limits.validate()?;
+
+    Ok(Config {
+        listen,
+        transport,
+        realms,
+        limits,
+    })
+}
+
+fn pick(cli: Option<Duration>, file: Option<Seconds>, default: Duration) -> Duration {
+    cli.or(file.map(|s| s.0)).unwrap_or(default)
+}
+
+/// Groups command-line `(realm, server)` pairs by realm, keeping their
+/// order, and makes each named realm's list exactly those servers.
+fn replace_lists(
+    realms: &mut BTreeMap<String, RealmServers>,
+    pairs: Vec<(String, ServerAddr)>,
+    list: impl Fn(&mut RealmServers) -> &mut Vec<ServerAddr>,
+) {
+    let mut given: BTreeMap<String, Vec<ServerAddr>> = BTreeMap::new();
+    for (realm, server) in pairs {
+        given.entry(realm).or_default().push(server);
+    }
+    for (realm, servers) in given {
+        *list(realms.entry(realm).or_default()) = servers;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("krb5-wss-proxy").chain(list.iter().copied())).unwrap()
+    }
+
+    fn from(list: &[&str], toml: &str) -> Result<Config, String> {
+        merge(
+            args(list),
+            parse_file(toml)?,
+            Some(Path::new("/etc/krb5-wss")),
+        )
+    }
+
+    const TLS: &[&str] = &["--cert", "c.pem", "--key", "k.pem"];
+
+    #[test]
+    fn command_line_only() {
+        let mut a = vec![
+            "--listen",
+            "127.0.0.1:8443",
+            "--realm",
+            "EXAMPLE.COM=kdc1.example.com",
+            "--realm",
+            "EXAMPLE.COM=kdc2.example.com:1088",
+            "--kpasswd",
+            "EXAMPLE.COM=kdc1.example.com",
+        ];
+        a.extend(TLS);
+        let c = from(&a, "").unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(
+            c.transport,
+            Transport::Tls {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+        let r = &c.realms["EXAMPLE.COM"];
+        let kdcs: Vec<_> = r.kdc.iter().map(ToString::to_string).collect();
+        assert_eq!(kdcs, ["kdc1.example.com:88", "kdc2.example.com:1088"]);
+        assert_eq!(r.kpasswd[0].to_string(), "kdc1.example.com:464");
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    const FULL: &str = r#"
+        [server]
+        listen = ["0.0.0.0:443", "[::]:443"]
+        cert = "cert.pem"
+        key = "/abs/key.pem"
+
+        [limits]
+        max_record_size = "64KiB"
+        max_reply_size = 2097152
+        max_connections = 500
+        handshake_timeout = 5
+        idle_timeout = "2m"
+        record_timeout = 2.5
+        connect_timeout = "500ms"
+        reply_timeout = "7s"
+        send_timeout = 3
+
+        [realms."EXAMPLE.COM"]
+        kdc = ["kdc1.example.com", "[2001:db8::88]:88"]
+        kpasswd = ["kdc1.example.com"]
+
+        [realms."OTHER.ORG"]
+        kdc = ["192.0.2.7:750"]
+    "#;
+
+    #[test]
+    fn full_file() {
+        let c = from(&[], FULL).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(
+            c.transport,
+            Transport::Tls {
+                cert: "/etc/krb5-wss/cert.pem".into(),
+                key: "/abs/key.pem".into()
+            }
+        );
+        assert_eq!(c.realms.len(), 2);
+        assert_eq!(
+            c.realms["EXAMPLE.COM"].kdc[1].to_string(),
+            "[2001:db8::88]:88"
+        );
+        assert_eq!(c.realms["EXAMPLE.COM"].kpasswd[0].port, 464);
+        assert!(c.realms["OTHER.ORG"].kpasswd.is_empty());
+        let l = &c.limits;
+        assert_eq!(l.max_record_size, 65536);
+        assert_eq!(l.max_reply_size, 2 << 20);
+        assert_eq!(l.max_connections, 500);
+        assert_eq!(l.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(120));
+        assert_eq!(l.record_timeout, Duration::from_millis(2500));
+        assert_eq!(l.connect_timeout, Duration::from_millis(500));
+        assert_eq!(l.reply_timeout, Duration::from_secs(7));
+        assert_eq!(l.send_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let c = from(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--realm",
+                "EXAMPLE.COM=127.0.0.1:61000",
+                "--idle-timeout",
+                "1",
+                "--cert",
+                "/other/cert.pem",
+            ],
+            FULL,
+        )
+        .unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(c.realms["EXAMPLE.COM"].kdc.len(), 1);
+        assert_eq!(
+            c.realms["EXAMPLE.COM"].kdc[0].to_string(),
+            "127.0.0.1:61000"
+        );
+        // Only the list given was replaced; the other realm stays.
+        assert_eq!(c.realms["EXAMPLE.COM"].kpasswd.len(), 1);
+        assert!(c.realms.contains_key("OTHER.ORG"));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(1));
+        assert_eq!(c.limits.reply_timeout, Duration::from_secs(7));
+        assert_eq!(
+            c.transport,
+            Transport::Tls {
+                cert: "/other/cert.pem".into(),
+                key: "/abs/key.pem".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        for toml in [
+            "[server]\nlisen = [\"127.0.0.1:1\"]",
+            "[limit]\nmax_record_size = 1",
+            "[limits]\nmax_recod_size = 4096",
+            "[realms.\"A.ORG\"]\nkdcs = [\"kdc\"]",
+            "realm = \"A.ORG\"",
+        ] {
+            let err = from(TLS, toml).unwrap_err();
+            assert!(err.contains("unknown field"), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_in_file_are_named() {
+        let err = from(TLS, "[server]\nlisten = [\"localhost:1\"]").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = from(
+            &["--listen", "127.0.0.1:1", "--cert", "c", "--key", "k"],
+            "[realms.\"A.ORG\"]\nkdc = [\"kdc:0\"]",
+        )
+        .unwrap_err();
+        assert!(err.contains("A.ORG") && err.contains("kdc:0"), "{err}");
+        let err = from(TLS, "[limits]\nidle_timeout = \"forever\"").unwrap_err();
+        assert!(
+            err.contains("idle_timeout") || err.contains("forever"),
+            "{err}"
+        );
+        let err = from(TLS, "[limits]\nmax_record_size = -1").unwrap_err();
+        assert!(err.contains("max_record_size"), "{err}");
+        let err = from(TLS, "not toml at all").unwrap_err();
+        assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let err = from(
+            &[
+                "--listen",
+                "127.0.0.1:1",
+                "--plaintext",
+                "--realm",
+                "A=k",
+                "--max-record-size",
+                "10",
+            ],
+            "",
+        )
+        .unwrap_err();
+        assert!(err.contains("max_record_size"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_and_certificate_rules() {
+        let base = ["--listen", "127.0.0.1:1", "--realm", "A=k"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend(extra);
+            from(&v, "")
+        };
+        assert_eq!(
+            with(&["--plaintext"]).unwrap().transport,
+            Transport::Plaintext
+        );
+        assert_eq!(with(&["--plaintext"]).unwrap().transport.scheme(), "ws");
+        assert_eq!(with(TLS).unwrap().transport.scheme(), "wss");
+        let err = with(&[]).unwrap_err();
+        assert!(
+            err.contains("--cert") && err.contains("--plaintext"),
+            "{err}"
+        );
+        assert!(with(&["--cert", "c.pem"]).unwrap_err().contains("--key"));
+        assert!(with(&["--key", "k.pem"]).unwrap_err().contains("--cert"));
+        let err = with(&["--plaintext", "--cert", "c", "--key", "k"]).unwrap_err();
+        assert!(err.contains("--plaintext"), "{err}");
+        // plaintext from the file works too.
+        let c = from(&base, "[server]\nplaintext = true").unwrap();
+        assert_eq!(c.transport, Transport::Plaintext);
+    }
+
+    #[test]
+    fn realm_and_listen_are_required() {
+        let err = from(&["--listen", "127.0.0.1:1", "--plaintext"], "").unwrap_err();
+        assert!(err.contains("no realm"), "{err}");
+        let err = from(&["--realm", "A=k", "--plaintext"], "").unwrap_err();
+        assert!(err.contains("no listen"), "{err}");
+        let err = from(
+            &["--listen", "127.0.0.1:1", "--plaintext"],
+            "[realms.\"A.ORG\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("neither kdc nor kpasswd"), "{err}");
+    }
+
+    #[test]
+    fn realm_names_are_exact() {
+        let c = from(
+            &[
+                "--listen",
+                "127.0.0.1:1",
+                "--plaintext",
+                "--realm",
+                "Example.COM=k",
+                "--realm",
+                "EXAMPLE.COM=j",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.realms.len(), 2);
+        assert_eq!(c.realms["Example.COM"].kdc[0].to_string(), "k:88");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let mut a = args(&[]);
+        a.config = Some("/nonexistent/krb5-wss-proxy.toml".into());
+        let err = Config::from_args(a).unwrap_err();
+        assert!(err.contains("/nonexistent/krb5-wss-proxy.toml"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../krb5-wss-proxy.example.toml");
+        let c = merge(Args::default(), parse_file(text).unwrap(), None).unwrap();
+        assert!(!c.realms.is_empty());
+        c.limits.validate().unwrap();
+    }
+}

@@ -1,0 +1,292 @@
+//! The WebSocket record loop of one client connection.
+//!
+//! Binary messages are a byte stream of RFC 4120 TCP records; each
+//! completed record is checked, forwarded and answered before the next one
+//! is looked at (strictly in order, one reply message per request). Any
+//! refusal closes the connection with the documented close code; nothing
+//! refused is forwarded.
+
+use crate::exchange::{self, Refusal};
+use crate::logfmt::Value;
+use crate::server::ConnContext;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use krb5_wss_proto::close::{self, CloseCode};
+use krb5_wss_proto::framing::{Deframer, FramingError};
+use krb5_wss_proto::Service;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How long the proxy waits, after sending a close frame, for the client's
+/// close frame (reading and discarding whatever else arrives), so that the
+/// close frame is not lost to a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes discarded while lingering on a broken stream.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+/// While discarding raw bytes, this long without any ends the wait.
+const LINGER_QUIET: Duration = Duration::from_millis(200);
+
+/// Runs one WebSocket session on an upgraded connection.
+pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>) {
+    let limits = &ctx.config.limits;
+    let mut ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(limits.websocket_config()),
+    )
+    .await;
+    log::debug!("session client={} service={service} open", ctx.client);
+    if ctx.slot.overloaded {
+        refuse(
+            &mut ws,
+            &ctx,
+            service,
+            Refusal::new(
+                close::OVERLOADED,
+                format!(
+                    "{} connections open (max_connections)",
+                    limits.max_connections
+                ),
+            ),
+        )
+        .await;
+        return;
+    }
+    let end = records(&mut ws, service, &ctx).await;
+    match end {
+        End::ClientClosed => {
+            log::debug!(
+                "session client={} service={service} closed by client",
+                ctx.client
+            )
+        }
+        End::Gone(why) => log::debug!(
+            "session client={} service={service} ended: {why}",
+            ctx.client
+        ),
+        End::Idle => {
+            log::debug!(
+                "session client={} service={service} idle: closing",
+                ctx.client
+            );
+            close_with(&mut ws, close::NORMAL, limits.send_timeout, false).await;
+        }
+        End::Refused(refusal) => refuse(&mut ws, &ctx, service, refusal).await,
+        End::Broken(refusal) => {
+            log_refusal(&ctx, service, &refusal);
+            close_with(&mut ws, refusal.close, limits.send_timeout, true).await;
+        }
+    }
+}
+
+/// Why the record loop stopped.
+enum End {
+    /// The client closed the WebSocket.
+    ClientClosed,
+    /// The connection broke or stalled; nothing more can be sent.
+    Gone(String),
+    /// No record in progress for the idle timeout.
+    Idle,
+    /// A refusal to send as a close frame.
+    Refused(Refusal),
+    /// A refusal after a WebSocket-level error: the stream may be in the
+    /// middle of a frame, so nothing more can be read as frames.
+    Broken(Refusal),
+}
+
+/// Reads records and answers them until the connection must end.
+async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext) -> End {
+    let limits = &ctx.config.limits;
+    let mut deframer = Deframer::new(limits.max_record_size);
+    let mut completed: Vec<Vec<u8>> = Vec::new();
+    // When the last record finished (or the session began).
+    let mut last_activity = Instant::now();
+    // When the record in progress began, if one is.
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        let deadline = match partial_since {
+            Some(t) => t + limits.record_timeout,
+            None => last_activity + limits.idle_timeout,
+        };
+        let message = match timeout_at(deadline, ws.next()).await {
+            Err(_) if partial_since.is_some() => {
+                return End::Refused(Refusal::new(
+                    close::REQUEST_TIMEOUT,
+                    format!(
+                        "record incomplete after {:?} ({} bytes buffered)",
+                        limits.record_timeout,
+                        deframer.buffered()
+                    ),
+                ))
+            }
+            Err(_) => return End::Idle,
+            Ok(None) => return End::ClientClosed,
+            Ok(Some(Err(e))) => return read_error(e),
+            Ok(Some(Ok(m))) => m,
+        };
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Text(_) => {
+                return End::Refused(Refusal::new(close::TEXT_MESSAGE, "text message"))
+            }
+            // tungstenite answers pings and close frames itself; neither
+            // counts as activity.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(_) => continue,
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let was_idle = deframer.is_idle();
+        let pushed = deframer.push(&data, &mut completed);
+        let answered_any = !completed.is_empty();
+        // Records completed before a framing error are answered first:
+        // they came first.
+        for record in completed.drain(..) {
+            let reply = match exchange::run(&ctx.config, ctx.client, service, &record).await {
+                Ok(reply) => reply,
+                Err(refusal) => return End::Refused(refusal),
+            };
+            match timeout(
+                limits.send_timeout,
+                ws.send(Message::Binary(Bytes::from(reply))),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Gone(format!("sending the reply failed: {e}")),
+                Err(_) => {
+                    return End::Gone(format!(
+                        "client did not take the reply within {:?}",
+                        limits.send_timeout
+                    ))
+                }
+            }
+        }
+        if let Err(e) = pushed {
+            let code = match e {
+                FramingError::TooLarge { .. } => close::TOO_LARGE,
+                FramingError::ReservedBit(_) | FramingError::Empty => close::MALFORMED,
+            };
+            return End::Refused(Refusal::new(code, e.to_string()));
+        }
+        let now = Instant::now();
+        if answered_any {
+            last_activity = now;
+        }
+        partial_since = match (deframer.is_idle(), partial_since) {
+            (true, _) => None,
+            // A new record began in this message.
+            (false, _) if was_idle || answered_any => Some(now),
+            (false, since) => since,
+        };
+    }
+}
+
+/// Maps a read error to how the session ends.
+fn read_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(c) => End::Broken(Refusal::new(
+            close::TOO_LARGE,
+            format!("WebSocket message: {c}"),
+        )),
+        WsError::Utf8(_) => End::Broken(Refusal::new(close::TEXT_MESSAGE, "invalid UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            End::Gone("connection reset without a close frame".into())
+        }
+        // A broken WebSocket frame is bad framing too (the documented
+        // codes have no separate one for it).
+        WsError::Protocol(p) => End::Broken(Refusal::new(
+            close::MALFORMED,
+            format!("WebSocket protocol: {p}"),
+        )),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::ClientClosed,
+        other => End::Gone(format!("read failed: {other}")),
+    }
+}
+
+/// Logs a refusal at warn and closes with its code.
+async fn refuse(ws: &mut Ws, ctx: &ConnContext, service: Service, refusal: Refusal) {
+    log_refusal(ctx, service, &refusal);
+    close_with(ws, refusal.close, ctx.config.limits.send_timeout, false).await;
+}
+
+/// The one warn line of a refusal.
+fn log_refusal(ctx: &ConnContext, service: Service, refusal: &Refusal) {
+    let request = refusal
+        .request
+        .as_ref()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    log::warn!(
+        "refused client={} service={service} close={} reason={}{request} detail={}",
+        ctx.client,
+        refusal.close.code,
+        Value(refusal.close.reason),
+        Value(&refusal.detail)
+    );
+}
+
+/// Sends a close frame, waits (bounded) for the client's, then shuts the
+/// connection down. `broken`: the stream cannot be read as frames any
+/// more (raw bytes are discarded instead).
+async fn close_with(ws: &mut Ws, code: CloseCode, send_timeout: Duration, broken: bool) {
+    let frame = CloseFrame {
+        code: code.code.into(),
+        reason: code.reason.into(),
+    };
+    match timeout(send_timeout, ws.close(Some(frame))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            log::debug!("sending close {} failed: {e}", code.code);
+            return;
+        }
+        Err(_) => {
+            log::debug!("sending close {} timed out", code.code);
+            return;
+        }
+    }
+    let deadline = Instant::now() + LINGER;
+    // Read frames until the client's close arrives (tungstenite drops data
+    // received after our close).
+    let mut broken = broken;
+    while !broken {
+        match timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed))) | Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                broken = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let io = ws.get_mut();
+    if broken {
+        // The stream is mid-frame (e.g. after an oversized message): discard
+        // raw bytes for a while so the close frame is not lost to a reset.
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0usize;
+        while total < LINGER_MAX_BYTES && Instant::now() < deadline {
+            let quiet = (Instant::now() + LINGER_QUIET).min(deadline);
+            match timeout_at(quiet, io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    }
+    let _ = timeout(Duration::from_secs(1), io.shutdown()).await;
+}
