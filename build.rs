@@ -45,6 +45,8 @@ fn main() {
         }
     }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    // res_nquery & co. (in libc itself since glibc 2.34; libresolv before).
+    println!("cargo:rustc-link-lib=dylib=resolv");
 
     // bindgen against the installed headers.
     let mut builder = bindgen::Builder::default()
@@ -60,6 +62,12 @@ fn main() {
         .allowlist_function("profile_get_values")
         .allowlist_function("profile_free_list")
         .allowlist_function("profile_release")
+        // The system resolver, for DNS discovery (as libkrb5 itself uses it).
+        .allowlist_type("__res_state")
+        .allowlist_function("__res_ninit")
+        .allowlist_function("__res_nclose")
+        .allowlist_function("res_nquery")
+        .allowlist_function("__res_nquery")
         .allowlist_var("KRB5_PLUGIN_NO_HANDLE")
         .allowlist_var("KRB5_KDC_UNREACH")
         .allowlist_var("KRB5_CONFIG_BADFORMAT")

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use krb5_wss_proto::{DEFAULT_KDC_PATH, DEFAULT_KPASSWD_PATH};
 
+use crate::discovery::Discovered;
 use crate::url::{is_websocket_url, WssUrl};
 
 /// Read access to a krb5 profile (implemented over libkrb5 in `ffi`, and
@@ -75,6 +76,8 @@ pub struct RealmConfig {
     pub request_timeout: Duration,
     /// Non-URL entries on the same lines, which krb5-wss ignores.
     pub ignored: Vec<String>,
+    /// Where the URLs came from ("krb5.conf", or the DNS records).
+    pub source: String,
 }
 
 impl RealmConfig {
@@ -148,14 +151,14 @@ pub fn load(profile: &dyn Profile, realm: &str) -> Result<Option<RealmConfig>, C
     if !realm_is_ours(profile, realm) {
         return Ok(None);
     }
-    let allow_plaintext = bool_option(profile, realm, "wss_allow_plaintext", false)?;
+    let options = Options::load(profile, realm)?;
     let mut ignored = Vec::new();
     let kdc = url_list(
         profile,
         realm,
         &[KDC_KEY],
         DEFAULT_KDC_PATH,
-        allow_plaintext,
+        options.allow_plaintext,
         &mut ignored,
     )?;
     let primary = url_list(
@@ -163,7 +166,7 @@ pub fn load(profile: &dyn Profile, realm: &str) -> Result<Option<RealmConfig>, C
         realm,
         &PRIMARY_KEYS,
         DEFAULT_KDC_PATH,
-        allow_plaintext,
+        options.allow_plaintext,
         &mut ignored,
     )?;
     let kpasswd = url_list(
@@ -171,43 +174,150 @@ pub fn load(profile: &dyn Profile, realm: &str) -> Result<Option<RealmConfig>, C
         realm,
         &[KPASSWD_KEY],
         DEFAULT_KPASSWD_PATH,
-        allow_plaintext,
+        options.allow_plaintext,
         &mut ignored,
     )?;
     let kpasswd_direct =
         kpasswd.is_empty() && !realm_values(profile, realm, KPASSWD_KEY).is_empty();
-    let anchors = realm_values(profile, realm, "http_anchors")
-        .into_iter()
-        .map(|a| a.trim().to_string())
-        .collect::<Vec<_>>();
-    for a in &anchors {
-        crate::tls::Anchor::parse(a).map_err(|reason| ConfigError {
-            realm: realm.to_string(),
-            key: "http_anchors".into(),
-            reason,
-        })?;
-    }
     Ok(Some(RealmConfig {
         realm: realm.to_string(),
         kdc,
         primary,
         kpasswd,
         kpasswd_direct,
-        anchors,
-        allow_plaintext,
-        connect_timeout: duration_option(
-            profile,
-            realm,
-            "wss_connect_timeout",
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        request_timeout: duration_option(
-            profile,
-            realm,
-            "wss_request_timeout",
-            DEFAULT_REQUEST_TIMEOUT,
-        )?,
+        anchors: options.anchors,
+        allow_plaintext: options.allow_plaintext,
+        connect_timeout: options.connect_timeout,
+        request_timeout: options.request_timeout,
         ignored,
+        source: "krb5.conf".into(),
+    }))
+}
+
+/// The realm's own options (everything but the URLs).
+struct Options {
+    anchors: Vec<String>,
+    allow_plaintext: bool,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Options {
+    fn load(profile: &dyn Profile, realm: &str) -> Result<Options, ConfigError> {
+        let anchors = realm_values(profile, realm, "http_anchors")
+            .into_iter()
+            .map(|a| a.trim().to_string())
+            .collect::<Vec<_>>();
+        for a in &anchors {
+            crate::tls::Anchor::parse(a).map_err(|reason| ConfigError {
+                realm: realm.to_string(),
+                key: "http_anchors".into(),
+                reason,
+            })?;
+        }
+        Ok(Options {
+            anchors,
+            allow_plaintext: bool_option(profile, realm, "wss_allow_plaintext", false)?,
+            connect_timeout: duration_option(
+                profile,
+                realm,
+                "wss_connect_timeout",
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            request_timeout: duration_option(
+                profile,
+                realm,
+                "wss_request_timeout",
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
+        })
+    }
+}
+
+/// True when libkrb5 itself would look for the realm's KDCs in DNS: the
+/// realm has no `kdc` lines and `dns_lookup_kdc` (else `dns_fallback`) is
+/// on, as it is by default.
+pub fn dns_lookup_applies(profile: &dyn Profile, realm: &str) -> bool {
+    if !realm_values(profile, realm, KDC_KEY).is_empty() {
+        return false;
+    }
+    let setting = profile
+        .values(&["libdefaults", "dns_lookup_kdc"])
+        .into_iter()
+        .next()
+        .or_else(|| {
+            profile
+                .values(&["libdefaults", "dns_fallback"])
+                .into_iter()
+                .next()
+        });
+    setting.and_then(|v| parse_bool(&v)).unwrap_or(true)
+}
+
+/// `dns_uri_lookup` from `[libdefaults]` (default true).
+pub fn dns_uri_lookup(profile: &dyn Profile) -> bool {
+    profile
+        .values(&["libdefaults", "dns_uri_lookup"])
+        .into_iter()
+        .next()
+        .and_then(|v| parse_bool(&v))
+        .unwrap_or(true)
+}
+
+/// Builds the configuration of a realm found in DNS: URLs from the
+/// records, options from the realm's stanza (if any). `Ok(None)` when DNS
+/// names no wss endpoint for it.
+pub fn from_dns(
+    profile: &dyn Profile,
+    realm: &str,
+    kerberos: &Discovered,
+    kpasswd: Option<&Discovered>,
+) -> Result<Option<RealmConfig>, ConfigError> {
+    let kpasswd_urls: Vec<WssUrl> = kpasswd
+        .map(|d| d.urls.iter().map(|f| f.url.clone()).collect())
+        .unwrap_or_default();
+    if kerberos.urls.is_empty() && kpasswd_urls.is_empty() {
+        return Ok(None);
+    }
+    let options = Options::load(profile, realm)?;
+    for (service, d) in [("_kerberos", Some(kerberos)), ("_kpasswd", kpasswd)] {
+        for f in d.map(|d| d.urls.as_slice()).unwrap_or_default() {
+            if !f.url.tls && !options.allow_plaintext {
+                return Err(ConfigError {
+                    realm: realm.to_string(),
+                    key: format!("DNS {service}"),
+                    reason: format!(
+                        "\"{}\" has no TLS (ws://); set wss_allow_plaintext = true in the realm's section to permit it",
+                        f.url
+                    ),
+                });
+            }
+        }
+    }
+    let kpasswd_direct = kpasswd_urls.is_empty()
+        && (kpasswd.is_some_and(|d| d.other_transports_only)
+            || !realm_values(profile, realm, KPASSWD_KEY).is_empty());
+    let mut source = kerberos.source.clone();
+    if let Some(d) = kpasswd.filter(|d| !d.urls.is_empty()) {
+        source = format!("{source}, {}", d.source);
+    }
+    Ok(Some(RealmConfig {
+        realm: realm.to_string(),
+        kdc: kerberos.urls.iter().map(|f| f.url.clone()).collect(),
+        primary: kerberos
+            .urls
+            .iter()
+            .filter(|f| f.primary)
+            .map(|f| f.url.clone())
+            .collect(),
+        kpasswd: kpasswd_urls,
+        kpasswd_direct,
+        anchors: options.anchors,
+        allow_plaintext: options.allow_plaintext,
+        connect_timeout: options.connect_timeout,
+        request_timeout: options.request_timeout,
+        ignored: Vec::new(),
+        source,
     }))
 }
 

@@ -16,9 +16,11 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod discovery;
 pub mod dns;
 pub mod env;
 mod ffi;
+pub mod forksafe;
 pub mod locate;
 pub mod logging;
 pub mod relay;

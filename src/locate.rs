@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use krb5_wss_proto::Service;
 use log::{debug, warn};
 
-use crate::config::{self, Profile};
+use crate::config::{self, ConfigError, Profile, RealmConfig};
+use crate::discovery::{self, DnsService, Resolver};
 use crate::relay::{self, Target};
 
 /// The services libkrb5 asks about (`enum locate_service_type`).
@@ -63,12 +64,50 @@ pub enum Answer {
     Unreachable(String),
 }
 
+/// The realm's configuration: from krb5.conf when it names wss URLs, else
+/// from DNS when libkrb5 would consult DNS for it. `Ok(None)`: not ours.
+fn realm_config(
+    profile: &dyn Profile,
+    resolver: &dyn Resolver,
+    realm: &str,
+    service: LocateService,
+) -> Result<Option<RealmConfig>, ConfigError> {
+    if let Some(cfg) = config::load(profile, realm)? {
+        return Ok(Some(cfg));
+    }
+    if !matches!(
+        service,
+        LocateService::Kdc | LocateService::PrimaryKdc | LocateService::Kpasswd
+    ) || !config::dns_lookup_applies(profile, realm)
+    {
+        return Ok(None);
+    }
+    let use_uri = config::dns_uri_lookup(profile);
+    let kerberos = discovery::discover(resolver, realm, DnsService::Kerberos, use_uri);
+    let kpasswd = match service {
+        LocateService::Kpasswd => Some(discovery::discover(
+            resolver,
+            realm,
+            DnsService::Kpasswd,
+            use_uri,
+        )),
+        _ => None,
+    };
+    config::from_dns(profile, realm, &kerberos, kpasswd.as_deref())
+}
+
 /// Decides the answer for `service` in `realm`; `stream` is true for the
 /// SOCK_STREAM call.
-pub fn lookup(profile: &dyn Profile, service: LocateService, realm: &str, stream: bool) -> Answer {
+pub fn lookup(
+    profile: &dyn Profile,
+    resolver: &dyn Resolver,
+    service: LocateService,
+    realm: &str,
+    stream: bool,
+) -> Answer {
     // The cheap test comes first: for realms that are not ours, nothing
     // else runs (no logging setup, no allocation beyond the profile query).
-    let cfg = match config::load(profile, realm) {
+    let cfg = match realm_config(profile, resolver, realm, service) {
         Ok(None) => return Answer::NotOurs,
         Ok(Some(cfg)) => {
             crate::logging::init();
@@ -104,7 +143,10 @@ pub fn lookup(profile: &dyn Profile, service: LocateService, realm: &str, stream
         );
     }
     if !stream {
-        debug!("realm {realm} {svc}: UDP lookup answered with no address (wss realm)");
+        debug!(
+            "realm {realm} {svc}: UDP lookup answered with no address (wss realm, URLs from {})",
+            cfg.source
+        );
         return Answer::NoAddress;
     }
     for u in urls.iter().filter(|u| !u.tls) {
@@ -147,6 +189,11 @@ pub fn lookup(profile: &dyn Profile, service: LocateService, realm: &str, stream
 mod tests {
     use super::*;
     use crate::config::tests::MapProfile;
+    use crate::discovery::tests::TableResolver;
+
+    fn lookup(profile: &MapProfile, service: LocateService, realm: &str, stream: bool) -> Answer {
+        super::lookup(profile, &TableResolver::default(), service, realm, stream)
+    }
 
     #[test]
     fn foreign_realm_is_not_ours_for_every_service_and_socktype() {
@@ -236,5 +283,71 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn dns_realm() -> TableResolver {
+        use crate::discovery::tests::{response, uri};
+        use crate::discovery::QueryResult;
+        let mut r = TableResolver::default();
+        r.answers.insert(
+            ("_kerberos.DNS.TEST.".into(), crate::dns::TYPE_URI),
+            QueryResult::Answer(response(
+                crate::dns::TYPE_URI,
+                300,
+                &[uri(0, 0, "krb5srv::wss:wss://kdc.dns.test/kdc")],
+            )),
+        );
+        r
+    }
+
+    #[test]
+    fn realm_found_in_dns_is_ours() {
+        let prof = MapProfile::default();
+        let r = dns_realm();
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
+            Answer::NoAddress
+        );
+        // No m flag: the primary lookup has no address (every KDC is primary).
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::PrimaryKdc, "DNS.TEST", true),
+            Answer::NoAddress
+        );
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kadmin, "DNS.TEST", true),
+            Answer::NotOurs
+        );
+    }
+
+    #[test]
+    fn dns_is_not_consulted_when_libkrb5_would_not() {
+        let r = dns_realm();
+        let prof = MapProfile::default().with("libdefaults/dns_lookup_kdc", "false");
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
+            Answer::NotOurs
+        );
+        let prof = MapProfile::default().with("realms/DNS.TEST/kdc", "kdc.dns.test:88");
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
+            Answer::NotOurs
+        );
+        assert!(r.queries.borrow().is_empty(), "{:?}", r.queries.borrow());
+    }
+
+    #[test]
+    fn realm_with_nothing_in_dns_is_not_ours() {
+        let r = TableResolver::default();
+        assert_eq!(
+            super::lookup(
+                &MapProfile::default(),
+                &r,
+                LocateService::Kdc,
+                "EMPTY.TEST",
+                false
+            ),
+            Answer::NotOurs
+        );
+        assert_eq!(r.queries.borrow().len(), 2, "URI then SRV");
     }
 }

@@ -113,7 +113,8 @@ pub struct Relay {
     state: Mutex<State>,
 }
 
-struct Registry {
+/// The process's relays, by target.
+pub(crate) struct Registry {
     pid: u32,
     relays: HashMap<Target, Arc<Relay>>,
 }
@@ -122,6 +123,66 @@ static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Locks the relay registry (also taken by the fork handlers).
+pub(crate) fn lock_registry() -> MutexGuard<'static, Option<Registry>> {
+    lock(&REGISTRY)
+}
+
+/// How long a URL that failed (refused, timed out, TLS, HTTP or proxy
+/// error) is tried only after the realm's other URLs.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(30);
+const HEALTH_MAX: usize = 256;
+
+/// When each recently failed URL failed (process-wide, shared by relays).
+static HEALTH: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+
+/// Locks the URL health map (also taken by the fork handlers).
+pub(crate) fn lock_health() -> MutexGuard<'static, Option<HashMap<String, Instant>>> {
+    lock(&HEALTH)
+}
+
+fn mark_failed(url: &WssUrl) {
+    let mut guard = lock_health();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.len() >= HEALTH_MAX {
+        map.retain(|_, at| at.elapsed() < SKIP_AFTER_FAILURE);
+        if map.len() >= HEALTH_MAX {
+            map.clear();
+        }
+    }
+    map.insert(url.to_string(), Instant::now());
+}
+
+fn mark_ok(url: &WssUrl) {
+    if let Some(map) = lock_health().as_mut() {
+        map.remove(&url.to_string());
+    }
+}
+
+/// `urls` in the order to try them: those that have not failed in the
+/// last [`SKIP_AFTER_FAILURE`] first (in configured order), then the
+/// others (so a realm whose URLs all failed is still tried).
+pub fn try_order(urls: &[WssUrl]) -> Vec<&WssUrl> {
+    let guard = lock_health();
+    let failed = |u: &WssUrl| {
+        guard
+            .as_ref()
+            .and_then(|m| m.get(&u.to_string()))
+            .is_some_and(|at| at.elapsed() < SKIP_AFTER_FAILURE)
+    };
+    let (bad, good): (Vec<&WssUrl>, Vec<&WssUrl>) = urls.iter().partition(|u| failed(u));
+    if !bad.is_empty() {
+        debug!(
+            "recently failed, tried last: {}",
+            bad.iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    good.into_iter().chain(bad).collect()
 }
 
 /// The relay for `target`, started if needed; its use clock is refreshed.
@@ -467,15 +528,17 @@ impl Relay {
     /// connection is replaced and the request resent.
     pub fn exchange(&self, request: &[u8]) -> Result<Vec<u8>, AllFailed> {
         let mut failures = Vec::new();
-        'urls: for url in &self.target.urls {
+        'urls: for url in try_order(&self.target.urls) {
             while let Some(mut conn) = self.take_pooled(url) {
                 match self.exchange_on(&mut conn, request, true) {
                     Ok(reply) => {
                         self.put_back(conn);
+                        mark_ok(url);
                         return Ok(reply);
                     }
                     Err(f) if f.stale => continue,
                     Err(f) => {
+                        mark_failed(url);
                         failures.push((url.to_string(), f.error));
                         continue 'urls;
                     }
@@ -491,9 +554,13 @@ impl Relay {
             match self.exchange_on(&mut conn, request, false) {
                 Ok(reply) => {
                     self.put_back(conn);
+                    mark_ok(url);
                     return Ok(reply);
                 }
-                Err(f) => failures.push((url.to_string(), f.error)),
+                Err(f) => {
+                    mark_failed(url);
+                    failures.push((url.to_string(), f.error));
+                }
             }
         }
         Err(AllFailed {
@@ -524,10 +591,11 @@ impl Relay {
             }
         }
         let mut failures = Vec::new();
-        for url in &self.target.urls {
+        for url in try_order(&self.target.urls) {
             match self.connect(url) {
                 Ok(conn) => {
                     self.put_back(conn);
+                    mark_ok(url);
                     return Ok(());
                 }
                 Err(e) => failures.push((url.to_string(), e)),

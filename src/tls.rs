@@ -6,7 +6,7 @@
 //! values its HTTPS transport uses) or, when there are none, the system store.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -140,16 +140,25 @@ pub fn root_store(anchors: &[String]) -> Result<RootCertStore, String> {
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 8;
 
-type CacheEntry = (Vec<String>, Instant, Arc<ClientConfig>);
+/// Anchors, creating pid, creation time, configuration.
+type CacheEntry = (Vec<String>, u32, Instant, Arc<ClientConfig>);
 static CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
+
+/// Locks the configuration cache (also taken by the fork handlers).
+pub(crate) fn lock_cache() -> MutexGuard<'static, Vec<CacheEntry>> {
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The TLS client configuration for `anchors`, cached per process for a
 /// minute (so TLS session resumption works across connections, and the
 /// system store is not re-parsed for every relay).
 pub fn client_config(anchors: &[String]) -> Result<Arc<ClientConfig>, String> {
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|(_, at, _)| at.elapsed() < CACHE_TTL);
-    if let Some((_, _, cfg)) = cache.iter().find(|(a, _, _)| a.as_slice() == anchors) {
+    let pid = std::process::id();
+    let mut cache = lock_cache();
+    // A forked child builds its own: the parent's session caches may have
+    // been locked by a parent thread at the fork.
+    cache.retain(|(_, p, at, _)| *p == pid && at.elapsed() < CACHE_TTL);
+    if let Some((_, _, _, cfg)) = cache.iter().find(|(a, _, _, _)| a.as_slice() == anchors) {
         return Ok(cfg.clone());
     }
     let roots = root_store(anchors)?;
@@ -164,7 +173,7 @@ pub fn client_config(anchors: &[String]) -> Result<Arc<ClientConfig>, String> {
     if cache.len() >= CACHE_MAX {
         cache.remove(0);
     }
-    cache.push((anchors.to_vec(), Instant::now(), cfg.clone()));
+    cache.push((anchors.to_vec(), pid, Instant::now(), cfg.clone()));
     Ok(cfg)
 }
 

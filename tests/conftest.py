@@ -368,10 +368,10 @@ def tls_proxy_args(pki: TestPKI, realm: Realm, *extra: str) -> list[str]:
 def write_krb5_conf(path: Path, default_realm: str, realms: dict[str, dict[str, list[str] | str]],
                     libdefaults: dict[str, str] | None = None) -> Path:
     """Writes a krb5.conf; realm values may be strings or lists of lines."""
-    lines = ["[libdefaults]", f"\tdefault_realm = {default_realm}", "\tdns_lookup_kdc = false",
-             "\tdns_lookup_realm = false", "\trdns = false"]
-    for k, v in (libdefaults or {}).items():
-        lines.append(f"\t{k} = {v}")
+    settings = {"default_realm": default_realm, "dns_lookup_kdc": "false",
+                "dns_lookup_realm": "false", "rdns": "false"}
+    settings.update(libdefaults or {})
+    lines = ["[libdefaults]"] + [f"\t{k} = {v}" for k, v in settings.items()]
     lines.append("[realms]")
     for name, opts in realms.items():
         lines.append(f"\t{name} = {{")
@@ -428,3 +428,22 @@ def wss_client(realm: Realm, proxy_port: int, pki: TestPKI, plugin_dir: Path, wo
     opts.update(extra_realm_opts or {})
     conf = write_krb5_conf(workdir / "krb5.conf", realm.name, {realm.name: opts})
     return WssClient(realm, client_env(workdir, conf, **env_extra), plugin_dir, workdir)
+
+
+# ---------------------------------------------------------------------------
+# Small C programs linked against the real libkrb5 (tests/c/*.c)
+
+
+@pytest.fixture(scope="session")
+def c_programs(tmp_path_factory) -> dict[str, Path]:
+    """Compiles tests/c/*.c against libkrb5; returns name -> executable."""
+    out = tmp_path_factory.mktemp("cbin")
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "krb5", "krb5-gssapi"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    progs = {}
+    for src in sorted((ROOT / "tests" / "c").glob("*.c")):
+        exe = out / src.stem
+        subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(src), *flags,
+                        "-lpthread"], check=True, capture_output=True, text=True)
+        progs[src.stem] = exe
+    return progs
