@@ -45,6 +45,9 @@ fn main() {
         }
     }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    // Installed as krb5_wss.so: programs that link against it for the hooks
+    // then find the very file libkrb5 loads as a plugin (one copy in memory).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,krb5_wss.so");
     // res_nquery & co. (in libc itself since glibc 2.34; libresolv before).
     println!("cargo:rustc-link-lib=dylib=resolv");
 
@@ -59,6 +62,10 @@ fn main() {
         .allowlist_function("krb5_free_error_message")
         .allowlist_function("krb5_init_context")
         .allowlist_function("krb5_free_context")
+        .allowlist_function("krb5_copy_data")
+        .allowlist_function("krb5_set_kdc_send_hook")
+        .allowlist_function("krb5_set_kdc_recv_hook")
+        .allowlist_type("krb5_data")
         .allowlist_function("profile_get_values")
         .allowlist_function("profile_free_list")
         .allowlist_function("profile_release")

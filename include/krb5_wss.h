@@ -21,6 +21,49 @@ extern "C" {
  */
 const char *krb5_wss_version(void);
 
+/*
+ A `krb5_pre_send_fn`: carries the KDC exchanges of realms served over
+ wss (setting `*new_reply_out`, so libkrb5 sends nothing); for every
+ other realm it returns 0 and leaves both outputs untouched.
+
+ # Safety
+ Call it only as libkrb5 does: with a live context and valid krb5_data
+ pointers (the output pointers non-null).
+ */
+krb5_error_code krb5_wss_send_hook(krb5_context context,
+                                   void *data,
+                                   const krb5_data *realm,
+                                   const krb5_data *message,
+                                   krb5_data **new_message_out,
+                                   krb5_data **new_reply_out);
+
+/*
+ A `krb5_post_recv_fn`: when libkrb5's own delivery failed (`code` is
+ not 0) and the realm lists `wss_fallback_kdc` URLs, retries the request
+ over them and returns the reply; otherwise returns `code` unchanged.
+
+ # Safety
+ Call it only as libkrb5 does: with a live context and valid krb5_data
+ pointers (`new_reply_out` non-null).
+ */
+krb5_error_code krb5_wss_recv_hook(krb5_context context,
+                                   void *data,
+                                   krb5_error_code code,
+                                   const krb5_data *realm,
+                                   const krb5_data *message,
+                                   const krb5_data *reply,
+                                   krb5_data **new_reply_out);
+
+/*
+ Installs krb5_wss_send_hook and krb5_wss_recv_hook on `context`
+ (replacing any hooks set before). Returns 0, or EINVAL for a null
+ context.
+
+ # Safety
+ `context` must be a live krb5 context owned by the caller.
+ */
+krb5_error_code krb5_wss_install_hooks(krb5_context context);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -48,6 +48,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const KDC_KEY: &str = "kdc";
 const PRIMARY_KEYS: [&str; 2] = ["primary_kdc", "master_kdc"];
 const KPASSWD_KEY: &str = "kpasswd_server";
+/// URLs the recv hook retries over when direct delivery failed.
+const FALLBACK_KEY: &str = "wss_fallback_kdc";
 
 /// A realm served over WebSockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +234,47 @@ impl Options {
             )?,
         })
     }
+}
+
+/// The realm's `wss_fallback_kdc` URLs, for the recv hook's fallback mode
+/// (as `kdc` in the result); `Ok(None)` when it has none.
+pub fn load_fallback(
+    profile: &dyn Profile,
+    realm: &str,
+) -> Result<Option<RealmConfig>, ConfigError> {
+    if realm_values(profile, realm, FALLBACK_KEY).is_empty() {
+        return Ok(None);
+    }
+    let options = Options::load(profile, realm)?;
+    let mut ignored = Vec::new();
+    let kdc = url_list(
+        profile,
+        realm,
+        &[FALLBACK_KEY],
+        DEFAULT_KDC_PATH,
+        options.allow_plaintext,
+        &mut ignored,
+    )?;
+    if !ignored.is_empty() {
+        return Err(ConfigError {
+            realm: realm.to_string(),
+            key: FALLBACK_KEY.into(),
+            reason: format!("only wss:// URLs belong here, not {}", ignored.join(", ")),
+        });
+    }
+    Ok(Some(RealmConfig {
+        realm: realm.to_string(),
+        kdc,
+        primary: Vec::new(),
+        kpasswd: Vec::new(),
+        kpasswd_direct: true,
+        anchors: options.anchors,
+        allow_plaintext: options.allow_plaintext,
+        connect_timeout: options.connect_timeout,
+        request_timeout: options.request_timeout,
+        ignored,
+        source: FALLBACK_KEY.into(),
+    }))
 }
 
 /// True when libkrb5 itself would look for the realm's KDCs in DNS: the

@@ -66,7 +66,7 @@ pub enum Answer {
 
 /// The realm's configuration: from krb5.conf when it names wss URLs, else
 /// from DNS when libkrb5 would consult DNS for it. `Ok(None)`: not ours.
-fn realm_config(
+pub fn realm_config(
     profile: &dyn Profile,
     resolver: &dyn Resolver,
     realm: &str,

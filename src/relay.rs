@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use krb5_wss_proto::framing;
 use krb5_wss_proto::Service;
 use log::{debug, info, warn};
-use rustls::ClientConfig;
 use socket2::{Domain, Socket, Type};
 
 use crate::transport::{ExchangeFailure, TransportError, WssConnection};
@@ -108,7 +107,7 @@ struct State {
 pub struct Relay {
     target: Target,
     addr: SocketAddr,
-    tls: Arc<ClientConfig>,
+    tls: Arc<crate::tls::Client>,
     pool: Mutex<Vec<WssConnection>>,
     state: Mutex<State>,
 }
@@ -467,10 +466,13 @@ impl Relay {
         match WssConnection::connect(url, &self.tls, self.target.connect_timeout) {
             Ok(conn) => {
                 debug!(
-                    "realm {} {}: connected to {url} ({}) in {} ms",
+                    "realm {} {}: connected to {url} ({}{}) in {} ms",
                     self.target.realm,
                     self.target.service,
                     conn.peer(),
+                    conn.via()
+                        .map(|v| format!(" through web proxy {v}"))
+                        .unwrap_or_default(),
                     start.elapsed().as_millis()
                 );
                 Ok(conn)

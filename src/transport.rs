@@ -11,12 +11,9 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use krb5_wss_proto::framing::{self, Deframer};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
@@ -51,6 +48,8 @@ pub enum TransportError {
     Tls(String),
     /// The HTTP/WebSocket handshake was refused or malformed.
     Handshake(String),
+    /// The outbound web proxy refused or failed the CONNECT tunnel.
+    WebProxy(String),
     /// The server closed the connection before the reply was complete.
     Closed {
         /// The close code, when the server sent a close frame.
@@ -77,6 +76,7 @@ impl fmt::Display for TransportError {
             }
             TransportError::Tls(e) => f.write_str(e),
             TransportError::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
+            TransportError::WebProxy(e) => f.write_str(e),
             TransportError::Closed {
                 code: Some(code),
                 reason,
@@ -115,14 +115,14 @@ pub enum Stream {
     /// `ws://`.
     Plain(TcpStream),
     /// `wss://`.
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<crate::tls::Stream>),
 }
 
 impl Stream {
     fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s) => crate::tls::tcp(s),
         }
     }
 }
@@ -156,6 +156,7 @@ pub struct WssConnection {
     ws: WebSocket<Stream>,
     url: WssUrl,
     peer: SocketAddr,
+    via: Option<String>,
     deframer: Deframer,
     last_used: Instant,
     exchanges: u64,
@@ -189,8 +190,11 @@ pub fn resolve(url: &WssUrl) -> Result<Vec<SocketAddr>, TransportError> {
     if let Some(ip) = url.ip() {
         return Ok(vec![SocketAddr::new(ip, url.port)]);
     }
-    let host = url.host_for_resolve();
-    let addrs: Vec<SocketAddr> = (host.as_str(), url.port)
+    resolve_host(&url.host_for_resolve(), url.port)
+}
+
+fn resolve_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, TransportError> {
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| TransportError::Resolve(format!("{host}: {e}")))?
         .collect();
@@ -198,6 +202,18 @@ pub fn resolve(url: &WssUrl) -> Result<Vec<SocketAddr>, TransportError> {
         return Err(TransportError::Resolve(format!("{host}: no addresses")));
     }
     Ok(addrs)
+}
+
+/// Sets read and write timeouts to what is left of the connect deadline.
+fn set_timeouts(tcp: &TcpStream, deadline: Instant, bound: Duration) -> Result<(), TransportError> {
+    let left = remaining(deadline).ok_or(TransportError::Timeout {
+        phase: "connecting",
+        after: bound,
+    })?;
+    tcp.set_read_timeout(Some(left))
+        .map_err(TransportError::Io)?;
+    tcp.set_write_timeout(Some(left))
+        .map_err(TransportError::Io)
 }
 
 fn connect_tcp(
@@ -227,50 +243,13 @@ fn connect_tcp(
     }))
 }
 
-/// Maps an I/O error from the TLS layer to a described TLS error.
-fn tls_io_error(e: io::Error, host: &str, bound: Duration) -> TransportError {
-    if is_timeout(&e) {
-        return TransportError::Timeout {
-            phase: "in the TLS handshake",
-            after: bound,
-        };
-    }
-    if let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        return TransportError::Tls(crate::tls::describe_error(tls, host));
-    }
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => TransportError::Tls(format!(
-            "TLS handshake with {host} failed: the server closed the connection (is it serving TLS on this port?)"
-        )),
-        _ => TransportError::Io(e),
-    }
-}
-
-fn map_ws_error(
-    e: tungstenite::Error,
-    phase: &'static str,
-    bound: Duration,
-    host: &str,
-) -> TransportError {
+fn map_ws_error(e: tungstenite::Error, phase: &'static str, bound: Duration) -> TransportError {
     match e {
         tungstenite::Error::Io(io) if is_timeout(&io) => TransportError::Timeout {
             phase,
             after: bound,
         },
-        tungstenite::Error::Io(io) => {
-            if io
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-                .is_some()
-            {
-                tls_io_error(io, host, bound)
-            } else {
-                TransportError::Io(io)
-            }
-        }
+        tungstenite::Error::Io(io) => TransportError::Io(io),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             TransportError::Closed {
                 code: None,
@@ -288,7 +267,9 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_REPLY + framing::HEADER_LEN))
         .max_frame_size(Some(MAX_REPLY + framing::HEADER_LEN))
-        .read_buffer_size(16 * 1024)
+        // tungstenite zeroes this much of its read buffer before every read:
+        // keep it small (a larger frame still reserves its own length).
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
 }
 
@@ -297,51 +278,43 @@ impl WssConnection {
     /// all within `connect_timeout`.
     pub fn connect(
         url: &WssUrl,
-        tls: &Arc<ClientConfig>,
+        tls: &crate::tls::Client,
         connect_timeout: Duration,
     ) -> Result<WssConnection, TransportError> {
         let deadline = Instant::now() + connect_timeout;
         let host = url.host_for_resolve();
-        let addrs = resolve(url)?;
-        let tcp = connect_tcp(&addrs, deadline, connect_timeout)?;
+        let proxy =
+            crate::webproxy::proxy_for(url, crate::env::var).map_err(TransportError::WebProxy)?;
+        let tcp = match &proxy {
+            None => connect_tcp(&resolve(url)?, deadline, connect_timeout)?,
+            Some(p) => {
+                let mut tcp =
+                    connect_tcp(&resolve_host(&p.host, p.port)?, deadline, connect_timeout)?;
+                set_timeouts(&tcp, deadline, connect_timeout)?;
+                crate::webproxy::connect_tunnel(&mut tcp, p, url)
+                    .map_err(TransportError::WebProxy)?;
+                tcp
+            }
+        };
         let peer = tcp.peer_addr().map_err(TransportError::Io)?;
         let _ = tcp.set_nodelay(true);
-        let left = remaining(deadline).ok_or(TransportError::Timeout {
-            phase: "connecting",
-            after: connect_timeout,
-        })?;
-        tcp.set_read_timeout(Some(left))
-            .map_err(TransportError::Io)?;
-        tcp.set_write_timeout(Some(left))
-            .map_err(TransportError::Io)?;
-
+        set_timeouts(&tcp, deadline, connect_timeout)?;
         let stream = if url.tls {
-            let name = ServerName::try_from(host.clone()).map_err(|e| {
-                TransportError::Tls(format!(
-                    "\"{host}\" cannot be checked against a certificate: {e}"
-                ))
-            })?;
-            let mut conn = ClientConnection::new(tls.clone(), name)
-                .map_err(|e| TransportError::Tls(format!("TLS setup for {host}: {e}")))?;
-            let mut tcp = tcp;
-            while conn.is_handshaking() {
-                conn.complete_io(&mut tcp)
-                    .map_err(|e| tls_io_error(e, &host, connect_timeout))?;
+            match crate::tls::handshake(tls, &host, tcp) {
+                Ok(s) => Stream::Tls(Box::new(s)),
+                Err(crate::tls::HandshakeError::Timeout) => {
+                    return Err(TransportError::Timeout {
+                        phase: "in the TLS handshake",
+                        after: connect_timeout,
+                    })
+                }
+                Err(crate::tls::HandshakeError::Failed(m)) => return Err(TransportError::Tls(m)),
+                Err(crate::tls::HandshakeError::Io(e)) => return Err(TransportError::Io(e)),
             }
-            Stream::Tls(Box::new(StreamOwned::new(conn, tcp)))
         } else {
             Stream::Plain(tcp)
         };
-        if let Some(left) = remaining(deadline) {
-            stream
-                .tcp()
-                .set_read_timeout(Some(left))
-                .map_err(TransportError::Io)?;
-            stream
-                .tcp()
-                .set_write_timeout(Some(left))
-                .map_err(TransportError::Io)?;
-        }
+        set_timeouts(stream.tcp(), deadline, connect_timeout)?;
 
         let mut request = url
             .to_string()
@@ -381,7 +354,6 @@ impl WssConnection {
                     e,
                     "in the WebSocket handshake",
                     connect_timeout,
-                    &host,
                 ))
             }
         };
@@ -389,6 +361,7 @@ impl WssConnection {
             ws,
             url: url.clone(),
             peer,
+            via: proxy.map(|p| p.to_string()),
             deframer: Deframer::new(MAX_REPLY),
             last_used: Instant::now(),
             exchanges: 0,
@@ -400,9 +373,14 @@ impl WssConnection {
         &self.url
     }
 
-    /// The proxy's socket address.
+    /// The address connected to (the web proxy's, when tunnelling).
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The web proxy tunnelled through, if any.
+    pub fn via(&self) -> Option<&str> {
+        self.via.as_deref()
     }
 
     /// How many exchanges completed on this connection.
@@ -423,7 +401,6 @@ impl WssConnection {
         timeout: Duration,
     ) -> Result<Vec<u8>, ExchangeFailure> {
         let deadline = Instant::now() + timeout;
-        let host = self.url.host_for_resolve();
         let fail = |error, stale| ExchangeFailure { error, stale };
         let tcp_set = |ws: &WebSocket<Stream>, left: Duration| -> io::Result<()> {
             ws.get_ref().tcp().set_read_timeout(Some(left))?;
@@ -441,10 +418,7 @@ impl WssConnection {
                     | tungstenite::Error::AlreadyClosed
                     | tungstenite::Error::Io(_)
             ) && self.exchanges > 0;
-            return Err(fail(
-                map_ws_error(e, "sending the request", timeout, &host),
-                stale,
-            ));
+            return Err(fail(map_ws_error(e, "sending the request", timeout), stale));
         }
         let mut replies = Vec::new();
         let mut got_bytes = false;
@@ -513,7 +487,7 @@ impl WssConnection {
                             _ => false,
                         };
                     return Err(fail(
-                        map_ws_error(e, "waiting for the reply", timeout, &host),
+                        map_ws_error(e, "waiting for the reply", timeout),
                         stale,
                     ));
                 }

@@ -30,7 +30,9 @@ from k5test import K5Realm
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("KRB5_WSS_TARGET_DIR", ROOT / "target" / "release"))
-PLUGIN_SO = TARGET / "libkrb5_wss.so"
+# KRB5_WSS_PLUGIN_SO selects another build of the plugin (scripts/test runs
+# the plugin suites a second time with the native-tls build).
+PLUGIN_SO = Path(os.environ.get("KRB5_WSS_PLUGIN_SO", TARGET / "libkrb5_wss.so"))
 PROXY_BIN = TARGET / "krb5-wss-proxy"
 
 
@@ -444,6 +446,6 @@ def c_programs(tmp_path_factory) -> dict[str, Path]:
     for src in sorted((ROOT / "tests" / "c").glob("*.c")):
         exe = out / src.stem
         subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(src), *flags,
-                        "-lpthread"], check=True, capture_output=True, text=True)
+                        "-lpthread", "-ldl"], check=True, capture_output=True, text=True)
         progs[src.stem] = exe
     return progs

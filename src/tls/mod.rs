@@ -4,14 +4,33 @@
 //! certificate must carry the URL's host name (or IP). Anchors come from the
 //! realm's `http_anchors` (MIT's `FILE:`, `DIR:` and `ENV:` forms, the same
 //! values its HTTPS transport uses) or, when there are none, the system store.
+//!
+//! Two backends implement the handshake: rustls (the default) and, with the
+//! `native-tls` cargo feature, the system's OpenSSL through `native-tls`,
+//! for sites whose policy requires it. This module is the part they share.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+
+#[cfg(not(feature = "native-tls"))]
+mod rustls_backend;
+#[cfg(not(feature = "native-tls"))]
+use rustls_backend as backend;
+
+#[cfg(feature = "native-tls")]
+mod native_backend;
+#[cfg(feature = "native-tls")]
+use native_backend as backend;
+
+pub use backend::{Client, Stream};
+
+/// The TLS implementation compiled in ("rustls" or "native-tls").
+pub const BACKEND: &str = backend::NAME;
 
 /// One `http_anchors` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,36 +68,38 @@ impl Anchor {
     }
 }
 
-/// Adds every certificate in a PEM file; returns how many were added.
-fn add_file(store: &mut RootCertStore, path: &Path) -> Result<usize, String> {
+/// The certificates of a PEM file (DER), unparsed beyond the PEM armour.
+fn file_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
+    Ok(CertificateDer::pem_slice_iter(&data)
         .filter_map(Result::ok)
-        .collect();
-    let (added, _ignored) = store.add_parsable_certificates(certs);
-    Ok(added)
+        .collect())
 }
 
-fn add_anchor(store: &mut RootCertStore, anchor: &Anchor, depth: u8) -> Result<(), String> {
+fn anchor_certs(
+    anchor: &Anchor,
+    depth: u8,
+    out: &mut Vec<CertificateDer<'static>>,
+) -> Result<(), String> {
     match anchor {
         Anchor::File(p) => {
-            let n = add_file(store, p)?;
-            if n == 0 {
+            let certs = file_certs(p)?;
+            if certs.is_empty() {
                 return Err(format!("no CA certificate found in {}", p.display()));
             }
+            out.extend(certs);
         }
         Anchor::Dir(p) => {
             let entries = std::fs::read_dir(p)
                 .map_err(|e| format!("cannot read directory {}: {e}", p.display()))?;
-            let mut total = 0;
+            let before = out.len();
             for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.to_string_lossy().starts_with('.') {
+                if entry.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
-                total += add_file(store, &entry.path()).unwrap_or(0);
+                out.extend(file_certs(&entry.path()).unwrap_or_default());
             }
-            if total == 0 {
+            if out.len() == before {
                 return Err(format!(
                     "no CA certificate found in directory {}",
                     p.display()
@@ -91,13 +112,14 @@ fn add_anchor(store: &mut RootCertStore, anchor: &Anchor, depth: u8) -> Result<(
             }
             let value = crate::env::var(var)
                 .ok_or_else(|| format!("environment variable {var} is not set"))?;
-            add_anchor(store, &Anchor::parse(&value)?, depth + 1)?;
+            anchor_certs(&Anchor::parse(&value)?, depth + 1, out)?;
         }
     }
     Ok(())
 }
 
-/// CA bundles of the common distributions, for privileged processes.
+/// CA bundles of the common distributions, read directly in privileged
+/// processes (whose SSL_CERT_* variables belong to the caller).
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -105,35 +127,46 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// Builds the trust store for `anchors` (the system store when empty).
-pub fn root_store(anchors: &[String]) -> Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
+/// The trust anchors to use: the certificates named by `anchors`, or None
+/// for "the system store" (each backend knows how to load it).
+pub fn trust_anchors(anchors: &[String]) -> Result<Option<Vec<CertificateDer<'static>>>, String> {
     if anchors.is_empty() {
-        let added = if crate::env::is_secure() {
-            // rustls-native-certs honours SSL_CERT_FILE/SSL_CERT_DIR, which
-            // belong to the caller in a privileged process: read the
-            // distribution bundles instead.
-            SYSTEM_BUNDLES
+        if crate::env::is_secure() {
+            let certs = SYSTEM_BUNDLES
                 .iter()
-                .find_map(|p| add_file(&mut store, Path::new(p)).ok().filter(|n| *n > 0))
-                .unwrap_or(0)
-        } else {
-            let found = rustls_native_certs::load_native_certs();
-            store.add_parsable_certificates(found.certs).0
-        };
-        if added == 0 {
-            return Err(
-                "no trust anchors in the system store (install ca-certificates, or set http_anchors for the realm)"
-                    .into(),
-            );
+                .find_map(|p| file_certs(Path::new(p)).ok().filter(|c| !c.is_empty()))
+                .ok_or("no trust anchors in the system CA bundle (install ca-certificates, or set http_anchors)")?;
+            return Ok(Some(certs));
         }
-        return Ok(store);
+        return Ok(None);
     }
+    let mut out = Vec::new();
     for a in anchors {
         let anchor = Anchor::parse(a)?;
-        add_anchor(&mut store, &anchor, 0).map_err(|e| format!("http_anchors {a}: {e}"))?;
+        anchor_certs(&anchor, 0, &mut out).map_err(|e| format!("http_anchors {a}: {e}"))?;
     }
-    Ok(store)
+    Ok(Some(out))
+}
+
+/// Why a TLS handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer did not complete the handshake in time.
+    Timeout,
+    /// Described for an administrator (certificate problem, alert, ...).
+    Failed(String),
+    /// A plain I/O error below TLS.
+    Io(std::io::Error),
+}
+
+/// Runs the TLS handshake for `host` over `tcp` (whose timeouts bound it).
+pub fn handshake(client: &Client, host: &str, tcp: TcpStream) -> Result<Stream, HandshakeError> {
+    backend::handshake(client, host, tcp)
+}
+
+/// The TCP connection under a TLS stream.
+pub fn tcp(stream: &Stream) -> &TcpStream {
+    backend::tcp(stream)
 }
 
 /// How long a built configuration is reused before anchors are re-read.
@@ -141,7 +174,7 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 8;
 
 /// Anchors, creating pid, creation time, configuration.
-type CacheEntry = (Vec<String>, u32, Instant, Arc<ClientConfig>);
+type CacheEntry = (Vec<String>, u32, Instant, Arc<Client>);
 static CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
 
 /// Locks the configuration cache (also taken by the fork handlers).
@@ -149,10 +182,10 @@ pub(crate) fn lock_cache() -> MutexGuard<'static, Vec<CacheEntry>> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The TLS client configuration for `anchors`, cached per process for a
-/// minute (so TLS session resumption works across connections, and the
-/// system store is not re-parsed for every relay).
-pub fn client_config(anchors: &[String]) -> Result<Arc<ClientConfig>, String> {
+/// The TLS client for `anchors`, cached per process for a minute (so TLS
+/// session resumption works across connections, and the system store is
+/// not re-parsed for every relay).
+pub fn client_config(anchors: &[String]) -> Result<Arc<Client>, String> {
     let pid = std::process::id();
     let mut cache = lock_cache();
     // A forked child builds its own: the parent's session caches may have
@@ -161,45 +194,12 @@ pub fn client_config(anchors: &[String]) -> Result<Arc<ClientConfig>, String> {
     if let Some((_, _, _, cfg)) = cache.iter().find(|(a, _, _, _)| a.as_slice() == anchors) {
         return Ok(cfg.clone());
     }
-    let roots = root_store(anchors)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let cfg = Arc::new(cfg);
+    let cfg = Arc::new(backend::build(trust_anchors(anchors)?)?);
     if cache.len() >= CACHE_MAX {
         cache.remove(0);
     }
     cache.push((anchors.to_vec(), pid, Instant::now(), cfg.clone()));
     Ok(cfg)
-}
-
-/// Describes a TLS failure for an administrator, naming the host.
-pub fn describe_error(e: &rustls::Error, host: &str) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => format!(
-                "TLS certificate of {host} is not signed by a trusted CA (unknown issuer; check http_anchors)"
-            ),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                format!("TLS certificate name mismatch: the certificate is not valid for {host}")
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                format!("TLS certificate of {host} has expired")
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                format!("TLS certificate of {host} is not valid yet")
-            }
-            CertificateError::Revoked => format!("TLS certificate of {host} is revoked"),
-            CertificateError::BadSignature => format!("TLS certificate of {host} has a bad signature"),
-            other => format!("TLS certificate of {host} rejected: {other:?}"),
-        },
-        rustls::Error::AlertReceived(alert) => format!("TLS handshake with {host} failed: the server sent alert {alert:?}"),
-        other => format!("TLS with {host} failed: {other}"),
-    }
 }
 
 #[cfg(test)]
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn missing_anchor_file_is_named() {
-        let e = root_store(&["FILE:/nonexistent/ca.pem".into()]).unwrap_err();
+        let e = trust_anchors(&["FILE:/nonexistent/ca.pem".into()]).unwrap_err();
         assert!(
             e.contains("http_anchors FILE:/nonexistent/ca.pem: cannot read /nonexistent/ca.pem"),
             "{e}"
@@ -235,24 +235,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("empty.pem");
         std::fs::write(&f, "not a certificate\n").unwrap();
-        let e = root_store(&[format!("FILE:{}", f.display())]).unwrap_err();
+        let e = trust_anchors(&[format!("FILE:{}", f.display())]).unwrap_err();
         assert!(e.contains("no CA certificate found"), "{e}");
-        let e = root_store(&[format!("DIR:{}", dir.display())]).unwrap_err();
+        let e = trust_anchors(&[format!("DIR:{}", dir.display())]).unwrap_err();
         assert!(e.contains("no CA certificate found in directory"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn unset_env_anchor_is_named() {
-        let e = root_store(&["ENV:KRB5_WSS_TEST_UNSET_VARIABLE".into()]).unwrap_err();
+        let e = trust_anchors(&["ENV:KRB5_WSS_TEST_UNSET_VARIABLE".into()]).unwrap_err();
         assert!(e.contains("KRB5_WSS_TEST_UNSET_VARIABLE is not set"), "{e}");
-    }
-
-    #[test]
-    fn certificate_errors_read_well() {
-        let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        assert!(describe_error(&e, "kdc.example.com").contains("unknown issuer"));
-        let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
-        assert!(describe_error(&e, "kdc.example.com").contains("name mismatch"));
     }
 }

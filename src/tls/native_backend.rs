@@ -1,0 +1,79 @@
+//! The native-tls backend (cargo feature `native-tls`): the system's
+//! OpenSSL, its default verify paths for the system store, TLS 1.2+.
+
+use std::net::TcpStream;
+
+use native_tls::{Certificate, Protocol, TlsConnector, TlsStream};
+use rustls::pki_types::CertificateDer;
+
+use super::HandshakeError;
+
+/// Backend name, for logs.
+pub const NAME: &str = "native-tls";
+
+/// A ready TLS client configuration.
+pub type Client = TlsConnector;
+
+/// A TLS stream over TCP.
+pub type Stream = TlsStream<TcpStream>;
+
+/// Builds the client; `anchors` None means OpenSSL's default verify paths.
+pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, String> {
+    let mut b = TlsConnector::builder();
+    b.min_protocol_version(Some(Protocol::Tlsv12));
+    b.request_alpns(&["http/1.1"]);
+    if let Some(certs) = anchors {
+        b.disable_built_in_roots(true);
+        let mut added = 0;
+        for der in certs {
+            if let Ok(c) = Certificate::from_der(der.as_ref()) {
+                b.add_root_certificate(c);
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err("no usable trust anchors in http_anchors".into());
+        }
+    }
+    b.build().map_err(|e| format!("TLS setup (OpenSSL): {e}"))
+}
+
+/// Runs the handshake to completion (bounded by `tcp`'s timeouts).
+pub fn handshake(client: &Client, host: &str, tcp: TcpStream) -> Result<Stream, HandshakeError> {
+    match client.connect(host, tcp) {
+        Ok(s) => Ok(s),
+        Err(native_tls::HandshakeError::WouldBlock(_)) => Err(HandshakeError::Timeout),
+        Err(native_tls::HandshakeError::Failure(e)) => Err(describe(&e, host)),
+    }
+}
+
+/// The TCP connection under the stream.
+pub fn tcp(s: &Stream) -> &TcpStream {
+    s.get_ref()
+}
+
+/// Maps OpenSSL's verify messages to the same words as the rustls backend.
+fn describe(e: &native_tls::Error, host: &str) -> HandshakeError {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let msg = if lower.contains("unable to get local issuer certificate")
+        || lower.contains("self-signed certificate")
+        || lower.contains("self signed certificate")
+        || lower.contains("unable to get issuer certificate")
+    {
+        format!("TLS certificate of {host} is not signed by a trusted CA (unknown issuer; check http_anchors)")
+    } else if lower.contains("hostname mismatch") || lower.contains("ip address mismatch") {
+        format!("TLS certificate name mismatch: the certificate is not valid for {host}")
+    } else if lower.contains("certificate has expired") {
+        format!("TLS certificate of {host} has expired")
+    } else if lower.contains("certificate is not yet valid") {
+        format!("TLS certificate of {host} is not valid yet")
+    } else if lower.contains("timed out") || lower.contains("resource temporarily unavailable") {
+        return HandshakeError::Timeout;
+    } else if lower.contains("unexpected eof") || lower.contains("connection reset") {
+        format!("TLS handshake with {host} failed: the server closed the connection (is it serving TLS on this port?)")
+    } else {
+        format!("TLS with {host} failed: {text}")
+    };
+    HandshakeError::Failed(msg)
+}

@@ -1,0 +1,131 @@
+//! The rustls backend (default): ring crypto provider, TLS 1.2 and 1.3,
+//! system roots through rustls-native-certs.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use super::HandshakeError;
+
+/// Backend name, for logs.
+pub const NAME: &str = "rustls";
+
+/// A ready TLS client configuration.
+pub type Client = Arc<ClientConfig>;
+
+/// A TLS stream over TCP.
+pub type Stream = StreamOwned<ClientConnection, TcpStream>;
+
+/// Builds the client; `anchors` None means the system store.
+pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = match anchors {
+        Some(c) => c,
+        None => rustls_native_certs::load_native_certs().certs,
+    };
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(
+            "no usable trust anchors (install ca-certificates, or set http_anchors for the realm)"
+                .into(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Runs the handshake to completion (bounded by `tcp`'s timeouts).
+pub fn handshake(
+    client: &Client,
+    host: &str,
+    mut tcp: TcpStream,
+) -> Result<Stream, HandshakeError> {
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        HandshakeError::Failed(format!(
+            "\"{host}\" cannot be checked against a certificate: {e}"
+        ))
+    })?;
+    let mut conn = ClientConnection::new(client.clone(), name)
+        .map_err(|e| HandshakeError::Failed(format!("TLS setup for {host}: {e}")))?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            return Err(map_io(e, host));
+        }
+    }
+    Ok(StreamOwned::new(conn, tcp))
+}
+
+/// The TCP connection under the stream.
+pub fn tcp(s: &Stream) -> &TcpStream {
+    s.get_ref()
+}
+
+fn map_io(e: io::Error, host: &str) -> HandshakeError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        return HandshakeError::Timeout;
+    }
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return HandshakeError::Failed(describe_error(tls, host));
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => HandshakeError::Failed(format!(
+            "TLS handshake with {host} failed: the server closed the connection (is it serving TLS on this port?)"
+        )),
+        _ => HandshakeError::Io(e),
+    }
+}
+
+/// Describes a TLS failure for an administrator, naming the host.
+pub fn describe_error(e: &rustls::Error, host: &str) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => format!(
+                "TLS certificate of {host} is not signed by a trusted CA (unknown issuer; check http_anchors)"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("TLS certificate name mismatch: the certificate is not valid for {host}")
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("TLS certificate of {host} has expired")
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                format!("TLS certificate of {host} is not valid yet")
+            }
+            CertificateError::Revoked => format!("TLS certificate of {host} is revoked"),
+            CertificateError::BadSignature => format!("TLS certificate of {host} has a bad signature"),
+            other => format!("TLS certificate of {host} rejected: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) => {
+            format!("TLS handshake with {host} failed: the server sent alert {alert:?}")
+        }
+        other => format!("TLS with {host} failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_errors_read_well() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert!(describe_error(&e, "kdc.example.com").contains("unknown issuer"));
+        let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        assert!(describe_error(&e, "kdc.example.com").contains("name mismatch"));
+    }
+}
