@@ -99,7 +99,10 @@ impl fmt::Display for AllFailed {
 
 struct State {
     last_used: Instant,
+    /// Threads serving a libkrb5 connection.
     active: usize,
+    /// Threads waiting in accept().
+    idle: usize,
     retired: bool,
 }
 
@@ -254,13 +257,12 @@ impl Relay {
             state: Mutex::new(State {
                 last_used: Instant::now(),
                 active: 0,
+                idle: 0,
                 retired: false,
             }),
         });
-        let worker = relay.clone();
-        std::thread::Builder::new()
-            .name("krb5-wss-relay".into())
-            .spawn(move || worker.accept_loop(listener))
+        relay
+            .spawn_acceptor(Arc::new(listener))
             .map_err(|e| format!("krb5-wss: cannot start the relay thread: {e}"))?;
         info!(
             "realm {} {}: relay {} started for {}",
@@ -292,20 +294,17 @@ impl Relay {
         true
     }
 
-    fn begin(&self) {
-        let mut st = lock(&self.state);
-        st.active += 1;
-        st.last_used = Instant::now();
-    }
-
-    fn end(&self) {
-        let mut st = lock(&self.state);
-        st.active = st.active.saturating_sub(1);
-        st.last_used = Instant::now();
-    }
-
-    fn active(&self) -> usize {
-        lock(&self.state).active
+    /// Starts one more thread waiting in accept() (counted idle at once).
+    fn spawn_acceptor(self: &Arc<Self>, listener: Arc<TcpListener>) -> io::Result<()> {
+        lock(&self.state).idle += 1;
+        let relay = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("krb5-wss-relay".into())
+            .spawn(move || relay.accept_loop(listener));
+        if spawned.is_err() {
+            lock(&self.state).idle -= 1;
+        }
+        spawned.map(|_| ())
     }
 
     /// Retires the relay if it has been unused for [`IDLE`]. Takes the
@@ -314,7 +313,7 @@ impl Relay {
     fn try_retire(self: &Arc<Self>) -> bool {
         let mut guard = lock(&REGISTRY);
         let mut st = lock(&self.state);
-        if st.active > 0 || st.last_used.elapsed() < IDLE {
+        if st.active > 0 || st.idle > 1 || st.last_used.elapsed() < IDLE {
             return false;
         }
         st.retired = true;
@@ -331,46 +330,59 @@ impl Relay {
         true
     }
 
-    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    /// One acceptor thread (leader/follower): it accepts a connection,
+    /// makes sure another thread is waiting in accept() (spawning one only
+    /// when none is), serves the connection, and goes back to accept().
+    /// So a process that talks to the relay one connection at a time keeps
+    /// two threads and spawns none per exchange; concurrent callers get up
+    /// to WORKERS_MAX threads. Surplus idle threads exit at the next tick;
+    /// the last one retires the relay after IDLE.
+    fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             match listener.accept() {
                 Ok((sock, peer)) => {
                     if !peer.ip().is_loopback() {
                         continue;
                     }
-                    self.begin();
-                    if self.active() > WORKERS_MAX {
-                        self.clone().serve(sock);
-                        continue;
+                    let need_follower = {
+                        let mut st = lock(&self.state);
+                        st.idle -= 1;
+                        st.active += 1;
+                        st.last_used = Instant::now();
+                        st.idle == 0 && st.active < WORKERS_MAX
+                    };
+                    if need_follower {
+                        if let Err(e) = self.spawn_acceptor(listener.clone()) {
+                            warn!(
+                                "realm {}: cannot start a relay thread: {e}",
+                                self.target.realm
+                            );
+                        }
                     }
-                    let worker = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("krb5-wss-conn".into())
-                        .spawn(move || worker.serve(sock));
-                    if let Err(e) = spawned {
-                        warn!(
-                            "realm {}: cannot start a relay worker: {e}",
-                            self.target.realm
-                        );
-                        self.end();
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if self.try_retire() {
-                        break;
-                    }
+                    self.serve(sock);
+                    let mut st = lock(&self.state);
+                    st.active -= 1;
+                    st.idle += 1;
+                    st.last_used = Instant::now();
                 }
                 Err(e) => {
-                    debug!("relay {}: accept: {e}", self.addr);
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        debug!("relay {}: accept: {e}", self.addr);
+                        std::thread::sleep(TICK);
+                    }
+                    {
+                        let mut st = lock(&self.state);
+                        if st.retired || st.idle > 1 {
+                            st.idle -= 1;
+                            return;
+                        }
+                    }
                     if self.try_retire() {
                         break;
                     }
-                    std::thread::sleep(TICK);
                 }
             }
         }
@@ -390,7 +402,7 @@ impl Relay {
     }
 
     /// Serves one libkrb5 TCP connection: records in, records out.
-    fn serve(self: Arc<Self>, mut sock: TcpStream) {
+    fn serve(&self, mut sock: TcpStream) {
         let _ = sock.set_nodelay(true);
         let _ = sock.set_read_timeout(Some(self.target.request_timeout));
         let _ = sock.set_write_timeout(Some(self.target.request_timeout));
@@ -429,7 +441,6 @@ impl Relay {
                 }
             }
         }
-        self.end();
     }
 
     fn take_pooled(&self, url: &WssUrl) -> Option<WssConnection> {
