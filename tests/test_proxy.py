@@ -196,8 +196,9 @@ def proxy(start_proxy, pki, realm):
 
 
 EXCHANGE_LINE = (
-    r"exchange client=127\.0\.0\.1:\d+ service=kdc realm={realm} type=AS-REQ "
-    r"kdc=127\.0\.0\.1:{port} result=ok reply_bytes=(\d+) elapsed_us=\d+$"
+    r"exchange client=127\.0\.0\.1:\d+ service=kdc transport=websocket realm={realm} "
+    r"type=AS-REQ kdc=127\.0\.0\.1:{port} kdc_transport=tcp result=ok reply_bytes=(\d+) "
+    r"elapsed_us=\d+$"
 )
 
 
@@ -288,7 +289,7 @@ def test_second_kdc_is_tried_in_order(start_proxy, pki, realm):
         "--realm", f"{realm.name}={realm.kdc_addr}",
     ])
     run(served(proxy, pki, realm))
-    wait_for_log(proxy, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} result=ok")
+    wait_for_log(proxy, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=tcp result=ok")
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +368,7 @@ def test_refusal(proxy, pki, realm, path, payload, code):
         await served(proxy, pki, realm)
 
     run(go())
-    log = wait_for_log(proxy, rf"refused client=127\.0\.0\.1:\d+ service=\w+ close={code} ").string
+    log = wait_for_log(proxy, rf"refused client=127\.0\.0\.1:\d+ service=\w+ transport=websocket close={code} ").string
     # Nothing refused was forwarded: the only exchange is the good client's.
     assert log.count(" exchange client=") == 1, log
 
@@ -405,11 +406,16 @@ def test_kdc_unreachable_is_4502(start_proxy, pki, realm):
         async with ws_connect(proxy, pki) as ws:
             await ws.send(frame(as_req(user_of(realm), realm.name)))
             assert await expect_close(ws, 4502) < 5
+        # The next client, for a realm whose KDC is up, is answered (the
+        # KDC answers a realm it does not serve with a KRB-ERROR).
+        async with ws_connect(proxy, pki) as ws:
+            await ws.send(frame(as_req(user_of(realm), "OTHER.ORG")))
+            assert unframe(await recv(ws))[0] == 0x7E
 
     run(go())
-    wait_for_log(proxy, rf"exchange client=\S+ service=kdc realm={re.escape(realm.name)} "
+    wait_for_log(proxy, rf"exchange client=\S+ service=kdc transport=websocket realm={re.escape(realm.name)} "
                         r"type=AS-REQ kdc=- result=failed error=.*connect.* elapsed_us=\d+$")
-    wait_for_log(proxy, r"refused client=\S+ service=kdc close=4502 ")
+    wait_for_log(proxy, r"refused client=\S+ service=kdc transport=websocket close=4502 ")
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +436,7 @@ def test_connection_limit_is_4503(start_proxy, pki, realm):
         await served(proxy, pki, realm)
 
     run(go())
-    wait_for_log(proxy, r"refused client=\S+ service=kdc close=4503 reason=overloaded")
+    wait_for_log(proxy, r"refused client=\S+ service=kdc transport=websocket close=4503 reason=overloaded")
 
 
 def test_idle_connection_is_closed_1000(start_proxy, pki, realm):
@@ -468,6 +474,8 @@ def test_silent_connection_is_dropped_after_handshake_timeout(start_proxy, pki, 
         assert s.recv(1) == b""  # closed by the proxy, nothing sent
     assert time.monotonic() - start < 3
     run(served(proxy, pki, realm))
+    wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ reason=\"handshake timed out\" "
+                        r"detail=\"TLS handshake not complete")
 
 
 # ---------------------------------------------------------------------------

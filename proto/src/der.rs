@@ -57,6 +57,19 @@ impl Tag {
         number: 3,
     };
 
+    /// A universal GeneralizedTime (KerberosTime).
+    pub const GENERALIZED_TIME: Tag = Tag {
+        class: Class::Universal,
+        constructed: false,
+        number: 24,
+    };
+    /// A universal OCTET STRING.
+    pub const OCTET_STRING: Tag = Tag {
+        class: Class::Universal,
+        constructed: false,
+        number: 4,
+    };
+
     /// `[APPLICATION n]`, constructed.
     pub const fn application(number: u32) -> Tag {
         Tag {
@@ -109,6 +122,8 @@ pub enum DerError {
     TrailingData,
     /// An INTEGER that is empty, not minimal, or out of range.
     BadInteger,
+    /// Constructed values nested deeper than the walk allows.
+    TooDeep,
 }
 
 impl fmt::Display for DerError {
@@ -128,6 +143,7 @@ impl fmt::Display for DerError {
             } => write!(f, "expected DER tag {expected}, found end of input"),
             DerError::TrailingData => f.write_str("trailing bytes after DER value"),
             DerError::BadInteger => f.write_str("DER INTEGER is malformed or out of range"),
+            DerError::TooDeep => f.write_str("DER values nested too deeply"),
         }
     }
 }
@@ -211,6 +227,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Checks that `input` is a sequence of well-formed DER TLVs whose
+/// constructed values are themselves, recursively, sequences of well-formed
+/// TLVs, at most `max_depth` levels deep. Primitive values (OCTET STRINGs
+/// holding ciphertext, for instance) are not looked into.
+///
+/// The walk is bounded: it visits each byte at most `max_depth` times and
+/// recurses at most `max_depth` levels.
+pub fn validate(input: &[u8], max_depth: usize) -> Result<(), DerError> {
+    let mut r = Reader::new(input);
+    while !r.is_empty() {
+        let (tag, value) = r.read_any()?;
+        if tag.constructed {
+            if max_depth == 0 {
+                return Err(DerError::TooDeep);
+            }
+            validate(value, max_depth - 1)?;
+        }
+    }
+    Ok(())
+}
+
 fn read_tag(input: &[u8]) -> Result<(Tag, usize), DerError> {
     let first = *input.first().ok_or(DerError::Truncated)?;
     let class = match first >> 6 {
@@ -279,6 +316,26 @@ fn read_length(input: &[u8]) -> Result<(usize, usize), DerError> {
         return Err(DerError::BadLength);
     }
     Ok((len, 1 + n))
+}
+
+/// Appends one DER TLV with a single-byte identifier `tag` and a minimal
+/// definite length. Values longer than 2^32 - 1 bytes cannot be encoded
+/// (nothing here comes near that; such a value is refused).
+pub fn write_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) -> Result<(), DerError> {
+    let n = value.len();
+    let len = u32::try_from(n).map_err(|_| DerError::BadLength)?;
+    out.reserve(6 + n);
+    out.push(tag);
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (4 - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(value);
+    Ok(())
 }
 
 /// Decodes the contents of a DER INTEGER that fits in an i64.
@@ -399,6 +456,41 @@ mod tests {
         );
         assert_eq!(parse_integer(&[]).unwrap_err(), DerError::BadInteger);
         assert_eq!(parse_integer(&[1; 9]).unwrap_err(), DerError::BadInteger);
+    }
+
+    #[test]
+    fn write_tlv_round_trips_every_length_form() {
+        for n in [
+            0usize, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0x12_3456,
+        ] {
+            let value = vec![0xab; n];
+            let mut out = Vec::new();
+            write_tlv(&mut out, 0x04, &value).unwrap();
+            let mut r = Reader::new(&out);
+            let (tag, v) = r.read_any().unwrap();
+            assert_eq!((tag.number, v.len()), (4, n));
+            r.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_walks_constructed_values() {
+        // SEQUENCE { [1] { INTEGER 5 }, OCTET STRING (opaque, not walked) }
+        let good = [0x30, 0x08, 0xa1, 0x03, 0x02, 0x01, 0x05, 0x04, 0x01, 0xff];
+        validate(&good, 4).unwrap();
+        // A constructed value whose contents are not TLVs.
+        let bad = [0x30, 0x03, 0xa1, 0x05, 0x02];
+        assert_eq!(validate(&bad, 4).unwrap_err(), DerError::Truncated);
+        // Nesting beyond the bound.
+        assert_eq!(validate(&good, 1).unwrap_err(), DerError::TooDeep);
+        validate(&good, 2).unwrap();
+        // An indefinite length deep inside.
+        let indefinite = [0x30, 0x04, 0xa1, 0x80, 0x00, 0x00];
+        assert_eq!(
+            validate(&indefinite, 4).unwrap_err(),
+            DerError::IndefiniteLength
+        );
+        validate(&[], 0).unwrap();
     }
 
     #[test]

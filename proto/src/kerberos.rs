@@ -14,7 +14,7 @@
 //! Only the fields needed for the decision are decoded; everything read is
 //! bounds-checked and the outer structures must account for every byte.
 
-use crate::der::{DerError, Reader, Tag};
+use crate::der::{self, DerError, Reader, Tag};
 use std::fmt;
 
 /// Longest realm name accepted (RFC 4120 allows any length; real realms
@@ -111,6 +111,7 @@ const TGS_REQ: u32 = 12;
 const AP_REQ: u32 = 14;
 const KRB_PRIV: u32 = 21;
 const TICKET: u32 = 1;
+const KRB_ERROR: u32 = 30;
 
 /// Names a top-level Kerberos application tag, for error messages.
 fn application_name(number: u32) -> String {
@@ -131,7 +132,37 @@ fn application_name(number: u32) -> String {
     name.to_string()
 }
 
+/// Deepest nesting of constructed DER values accepted in a request (real
+/// Kerberos requests nest about a dozen levels).
+pub const MAX_DEPTH: usize = 32;
+
+/// Reads an explicitly tagged field `[n]` whose contents must be exactly one
+/// value with tag `inner`; returns that value's contents.
+fn explicit<'a>(fields: &mut Reader<'a>, n: u32, inner: Tag) -> Result<&'a [u8], DerError> {
+    let wrapped = fields.expect(Tag::context(n))?;
+    let mut r = Reader::new(wrapped);
+    let value = r.expect(inner)?;
+    r.finish()?;
+    Ok(value)
+}
+
+/// Like [`explicit`], for an OPTIONAL field.
+fn optional_explicit<'a>(
+    fields: &mut Reader<'a>,
+    n: u32,
+    inner: Tag,
+) -> Result<Option<&'a [u8]>, DerError> {
+    match fields.peek_tag()? {
+        Some(t) if t == Tag::context(n) => explicit(fields, n, inner).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Checks a KDC-path record: an AS-REQ or TGS-REQ; returns kind and realm.
+///
+/// The whole record must be well-formed DER (every constructed value down
+/// to [`MAX_DEPTH`] levels), and the KDC-REQ and KDC-REQ-BODY must have
+/// exactly the fields of RFC 4120 §5.4.1, in order, with their types.
 pub fn check_kdc_request(record: &[u8]) -> Result<KdcRequest, MessageError> {
     let mut outer = Reader::new(record);
     let tag = outer.peek_tag()?.ok_or(DerError::Truncated)?;
@@ -145,6 +176,7 @@ pub fn check_kdc_request(record: &[u8]) -> Result<KdcRequest, MessageError> {
     };
     let body = outer.read_any()?.1;
     outer.finish()?;
+    der::validate(record, MAX_DEPTH)?;
 
     // KDC-REQ ::= SEQUENCE { pvno[1], msg-type[2], padata[3] OPTIONAL, req-body[4] }
     let mut wrapper = Reader::new(body);
@@ -165,18 +197,34 @@ pub fn check_kdc_request(record: &[u8]) -> Result<KdcRequest, MessageError> {
             value: msg_type,
         });
     }
-    fields.optional(Tag::context(3))?;
-    let req_body = fields.expect(Tag::context(4))?;
+    optional_explicit(&mut fields, 3, Tag::SEQUENCE)?;
+    let body_seq = explicit(&mut fields, 4, Tag::SEQUENCE)?;
     fields.finish()?;
 
-    // KDC-REQ-BODY ::= SEQUENCE { kdc-options[0], cname[1] OPTIONAL, realm[2], ... }
-    let mut wrapper = Reader::new(req_body);
-    let body_seq = wrapper.expect(Tag::SEQUENCE)?;
-    wrapper.finish()?;
-    let mut body_fields = Reader::new(body_seq);
-    body_fields.expect(Tag::context(0))?;
-    body_fields.optional(Tag::context(1))?;
-    let realm = read_realm(body_fields.expect(Tag::context(2))?)?;
+    // KDC-REQ-BODY ::= SEQUENCE { kdc-options[0] KDCOptions,
+    //   cname[1] PrincipalName OPTIONAL, realm[2] Realm,
+    //   sname[3] PrincipalName OPTIONAL, from[4] KerberosTime OPTIONAL,
+    //   till[5] KerberosTime, rtime[6] KerberosTime OPTIONAL,
+    //   nonce[7] UInt32, etype[8] SEQUENCE OF Int32,
+    //   addresses[9] HostAddresses OPTIONAL,
+    //   enc-authorization-data[10] EncryptedData OPTIONAL,
+    //   additional-tickets[11] SEQUENCE OF Ticket OPTIONAL }
+    let mut b = Reader::new(body_seq);
+    explicit(&mut b, 0, Tag::BIT_STRING)?;
+    optional_explicit(&mut b, 1, Tag::SEQUENCE)?;
+    let realm = read_realm(b.expect(Tag::context(2))?)?;
+    optional_explicit(&mut b, 3, Tag::SEQUENCE)?;
+    optional_explicit(&mut b, 4, Tag::GENERALIZED_TIME)?;
+    explicit(&mut b, 5, Tag::GENERALIZED_TIME)?;
+    optional_explicit(&mut b, 6, Tag::GENERALIZED_TIME)?;
+    // The nonce is a UInt32, but some clients have sent it signed: any
+    // well-formed INTEGER is accepted, the KDC judges the value.
+    crate::der::parse_integer(explicit(&mut b, 7, Tag::INTEGER)?)?;
+    explicit(&mut b, 8, Tag::SEQUENCE)?;
+    optional_explicit(&mut b, 9, Tag::SEQUENCE)?;
+    optional_explicit(&mut b, 10, Tag::SEQUENCE)?;
+    optional_explicit(&mut b, 11, Tag::SEQUENCE)?;
+    b.finish()?;
     Ok(KdcRequest { kind, realm })
 }
 
@@ -205,9 +253,11 @@ pub fn check_kpasswd_request(record: &[u8]) -> Result<KpasswdRequest, MessageErr
     }
     let ap_req = &record[6..6 + ap_req_len];
     let priv_part = &record[6 + ap_req_len..];
+    der::validate(ap_req, MAX_DEPTH)?;
+    der::validate(priv_part, MAX_DEPTH)?;
 
     // AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno[0], msg-type[1],
-    //   ap-options[2], ticket[3] Ticket, authenticator[4] }
+    //   ap-options[2] APOptions, ticket[3] Ticket, authenticator[4] EncryptedData }
     let mut outer = Reader::new(ap_req);
     let seq = outer.expect(Tag::application(AP_REQ))?;
     outer.finish()?;
@@ -215,47 +265,76 @@ pub fn check_kpasswd_request(record: &[u8]) -> Result<KpasswdRequest, MessageErr
     let fields_bytes = wrapper.expect(Tag::SEQUENCE)?;
     wrapper.finish()?;
     let mut fields = Reader::new(fields_bytes);
-    let pvno = fields.context_integer(0)?;
-    if pvno != 5 {
-        return Err(MessageError::BadField {
-            field: "pvno",
-            value: pvno,
-        });
-    }
-    let msg_type = fields.context_integer(1)?;
-    if msg_type != i64::from(AP_REQ) {
-        return Err(MessageError::BadField {
-            field: "msg-type",
-            value: msg_type,
-        });
-    }
-    fields.expect(Tag::context(2))?;
-    let ticket_wrapper = fields.expect(Tag::context(3))?;
-    fields.expect(Tag::context(4))?;
+    expect_value(fields.context_integer(0)?, "pvno", 5)?;
+    expect_value(fields.context_integer(1)?, "msg-type", i64::from(AP_REQ))?;
+    explicit(&mut fields, 2, Tag::BIT_STRING)?;
+    let ticket = explicit(&mut fields, 3, Tag::application(TICKET))?;
+    explicit(&mut fields, 4, Tag::SEQUENCE)?;
     fields.finish()?;
 
-    // Ticket ::= [APPLICATION 1] SEQUENCE { tkt-vno[0], realm[1], sname[2], enc-part[3] }
-    let mut t = Reader::new(ticket_wrapper);
-    let ticket = t.expect(Tag::application(TICKET))?;
-    t.finish()?;
+    // Ticket ::= [APPLICATION 1] SEQUENCE { tkt-vno[0], realm[1],
+    //   sname[2] PrincipalName, enc-part[3] EncryptedData }
     let mut t = Reader::new(ticket);
     let ticket_seq = t.expect(Tag::SEQUENCE)?;
     t.finish()?;
     let mut tf = Reader::new(ticket_seq);
-    let tkt_vno = tf.context_integer(0)?;
-    if tkt_vno != 5 {
-        return Err(MessageError::BadField {
-            field: "tkt-vno",
-            value: tkt_vno,
-        });
-    }
+    expect_value(tf.context_integer(0)?, "tkt-vno", 5)?;
     let realm = read_realm(tf.expect(Tag::context(1))?)?;
+    explicit(&mut tf, 2, Tag::SEQUENCE)?;
+    explicit(&mut tf, 3, Tag::SEQUENCE)?;
+    tf.finish()?;
 
-    // KRB-PRIV ::= [APPLICATION 21] ..., exactly filling the rest.
+    // KRB-PRIV ::= [APPLICATION 21] SEQUENCE { pvno[0], msg-type[1],
+    //   enc-part[3] EncryptedData }, exactly filling the rest.
     let mut p = Reader::new(priv_part);
-    p.expect(Tag::application(KRB_PRIV))?;
+    let krb_priv = p.expect(Tag::application(KRB_PRIV))?;
     p.finish()?;
+    let mut p = Reader::new(krb_priv);
+    let priv_seq = p.expect(Tag::SEQUENCE)?;
+    p.finish()?;
+    let mut pf = Reader::new(priv_seq);
+    expect_value(pf.context_integer(0)?, "pvno", 5)?;
+    expect_value(pf.context_integer(1)?, "msg-type", i64::from(KRB_PRIV))?;
+    explicit(&mut pf, 3, Tag::SEQUENCE)?;
+    pf.finish()?;
     Ok(KpasswdRequest { version, realm })
+}
+
+/// The error-code of a KRB-ERROR message (RFC 4120 §5.9.1), or `None` when
+/// `message` is not a well-formed KRB-ERROR.
+///
+/// The proxy uses it on UDP replies, to see KRB_ERR_RESPONSE_TOO_BIG.
+pub fn krb_error_code(message: &[u8]) -> Option<i64> {
+    // KRB-ERROR ::= [APPLICATION 30] SEQUENCE { pvno[0], msg-type[1],
+    //   ctime[2] OPTIONAL, cusec[3] OPTIONAL, stime[4], susec[5],
+    //   error-code[6], ... }
+    let mut outer = Reader::new(message);
+    let seq = outer.expect(Tag::application(KRB_ERROR)).ok()?;
+    outer.finish().ok()?;
+    let mut w = Reader::new(seq);
+    let fields = w.expect(Tag::SEQUENCE).ok()?;
+    w.finish().ok()?;
+    let mut f = Reader::new(fields);
+    if f.context_integer(0).ok()? != 5 || f.context_integer(1).ok()? != i64::from(KRB_ERROR) {
+        return None;
+    }
+    f.optional(Tag::context(2)).ok()?;
+    f.optional(Tag::context(3)).ok()?;
+    f.expect(Tag::context(4)).ok()?;
+    f.expect(Tag::context(5)).ok()?;
+    f.context_integer(6).ok()
+}
+
+/// KRB_ERR_RESPONSE_TOO_BIG (RFC 4120 §7.5.9): the reply does not fit a
+/// UDP datagram; the client must retry over TCP.
+pub const KRB_ERR_RESPONSE_TOO_BIG: i64 = 52;
+
+fn expect_value(value: i64, field: &'static str, wanted: i64) -> Result<(), MessageError> {
+    if value == wanted {
+        Ok(())
+    } else {
+        Err(MessageError::BadField { field, value })
+    }
 }
 
 /// Reads `[n] Realm` contents: a GeneralString of printable characters.
@@ -276,86 +355,165 @@ fn read_realm(explicit: &[u8]) -> Result<String, MessageError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::samples::{self, ctx, general_string, integer, principal, seq, tlv};
 
-    /// Encodes a TLV with a definite DER length.
-    pub(crate) fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let n = value.len();
-        if n < 0x80 {
-            out.push(n as u8);
-        } else if n < 0x100 {
-            out.extend([0x81, n as u8]);
-        } else {
-            out.extend([0x82, (n >> 8) as u8, n as u8]);
-        }
-        out.extend_from_slice(value);
-        out
-    }
-
-    fn int(n: u8) -> Vec<u8> {
-        tlv(0x02, &[n])
-    }
-
-    fn ctx(n: u8, value: &[u8]) -> Vec<u8> {
-        tlv(0xa0 | n, value)
-    }
-
-    fn realm(r: &str) -> Vec<u8> {
-        tlv(0x1b, r.as_bytes())
-    }
-
-    /// A structurally valid KDC-REQ with the given application tag number.
+    /// A structurally valid KDC-REQ with the given application tag number
+    /// and msg-type (which may disagree, for the tests).
     pub(crate) fn kdc_req(app: u8, msg_type: u8, realm_name: &str) -> Vec<u8> {
-        let kdc_options = ctx(0, &tlv(0x03, &[0, 0x40, 0, 0, 0]));
-        let cname = ctx(1, &tlv(0x30, &[]));
-        let body = [kdc_options, cname, ctx(2, &realm(realm_name))].concat();
-        let fields = [
-            ctx(1, &int(5)),
-            ctx(2, &int(msg_type)),
-            ctx(3, &tlv(0x30, &[])),
-            ctx(4, &tlv(0x30, &body)),
-        ]
-        .concat();
-        tlv(0x60 | app, &tlv(0x30, &fields))
+        let body = seq(&[
+            ctx(0, &tlv(0x03, &[0, 0x40, 0, 0, 0])),
+            ctx(1, &principal(1, &["user"])),
+            ctx(2, &general_string(realm_name)),
+            ctx(5, &tlv(0x18, b"20370913024805Z")),
+            ctx(7, &integer(1)),
+            ctx(8, &seq(&[integer(18)])),
+        ]);
+        let fields = seq(&[
+            ctx(1, &integer(5)),
+            ctx(2, &integer(msg_type)),
+            ctx(3, &seq(&[])),
+            ctx(4, &body),
+        ]);
+        tlv(0x60 | app, &fields)
     }
 
     pub(crate) fn kpasswd_req(version: u16, realm_name: &str) -> Vec<u8> {
-        let ticket = tlv(
-            0x61,
-            &tlv(
-                0x30,
-                &[
-                    ctx(0, &int(5)),
-                    ctx(1, &realm(realm_name)),
-                    ctx(2, &tlv(0x30, &[])),
-                    ctx(3, &tlv(0x30, &[])),
-                ]
-                .concat(),
-            ),
+        samples::kpasswd_req(version, realm_name)
+    }
+
+    #[test]
+    fn samples_pass() {
+        assert_eq!(
+            check_kdc_request(&samples::as_req("A.ORG")).unwrap().kind,
+            KdcRequestKind::AsReq
         );
-        let ap_req = tlv(
-            0x6e,
-            &tlv(
-                0x30,
-                &[
-                    ctx(0, &int(5)),
-                    ctx(1, &int(14)),
-                    ctx(2, &tlv(0x03, &[0, 0, 0, 0, 0])),
-                    ctx(3, &ticket),
-                    ctx(4, &tlv(0x30, &[])),
-                ]
-                .concat(),
-            ),
+        assert_eq!(
+            check_kdc_request(&samples::tgs_req("A.ORG")).unwrap().kind,
+            KdcRequestKind::TgsReq
         );
-        let krb_priv = tlv(0x75, &tlv(0x30, &[1, 2, 3]));
-        let total = 6 + ap_req.len() + krb_priv.len();
-        let mut out = Vec::new();
-        out.extend((total as u16).to_be_bytes());
-        out.extend(version.to_be_bytes());
-        out.extend((ap_req.len() as u16).to_be_bytes());
-        out.extend(ap_req);
-        out.extend(krb_priv);
-        out
+        assert_eq!(
+            check_kpasswd_request(&samples::kpasswd_req(0xff80, "A.ORG"))
+                .unwrap()
+                .realm,
+            "A.ORG"
+        );
+    }
+
+    #[test]
+    fn body_fields_are_checked_in_order() {
+        // A body missing `till` [5], then one with a field out of order,
+        // then one with an unknown trailing field, then a wrong type.
+        let realm = ctx(2, &general_string("A.ORG"));
+        let opts = ctx(0, &tlv(0x03, &[0, 0, 0, 0, 0]));
+        let till = ctx(5, &tlv(0x18, b"20370913024805Z"));
+        let nonce = ctx(7, &integer(1));
+        let etype = ctx(8, &seq(&[integer(18)]));
+        let wrap = |body: Vec<Vec<u8>>| {
+            tlv(
+                0x6a,
+                &seq(&[
+                    ctx(1, &integer(5)),
+                    ctx(2, &integer(10)),
+                    ctx(4, &seq(&body)),
+                ]),
+            )
+        };
+        let ok = wrap(vec![
+            opts.clone(),
+            realm.clone(),
+            till.clone(),
+            nonce.clone(),
+            etype.clone(),
+        ]);
+        check_kdc_request(&ok).unwrap();
+        for bad in [
+            wrap(vec![
+                opts.clone(),
+                realm.clone(),
+                nonce.clone(),
+                etype.clone(),
+            ]),
+            wrap(vec![
+                opts.clone(),
+                realm.clone(),
+                nonce.clone(),
+                till.clone(),
+                etype.clone(),
+            ]),
+            wrap(vec![
+                opts.clone(),
+                realm.clone(),
+                till.clone(),
+                nonce.clone(),
+                etype.clone(),
+                ctx(12, &integer(1)),
+            ]),
+            wrap(vec![
+                ctx(0, &integer(0)),
+                realm.clone(),
+                till.clone(),
+                nonce.clone(),
+                etype.clone(),
+            ]),
+        ] {
+            assert!(matches!(
+                check_kdc_request(&bad).unwrap_err(),
+                MessageError::Der(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn malformed_der_deep_inside_is_refused() {
+        // An etype list whose element is a truncated INTEGER, hidden in a
+        // structure nothing else reads.
+        let body = seq(&[
+            ctx(0, &tlv(0x03, &[0, 0, 0, 0, 0])),
+            ctx(2, &general_string("A.ORG")),
+            ctx(5, &tlv(0x18, b"20370913024805Z")),
+            ctx(7, &integer(1)),
+            ctx(8, &tlv(0x30, &[0x02, 0x05, 0x01])),
+        ]);
+        let req = tlv(
+            0x6a,
+            &seq(&[ctx(1, &integer(5)), ctx(2, &integer(10)), ctx(4, &body)]),
+        );
+        assert_eq!(
+            check_kdc_request(&req).unwrap_err(),
+            MessageError::Der(DerError::Truncated)
+        );
+    }
+
+    #[test]
+    fn krb_priv_is_checked() {
+        let mut req = samples::kpasswd_req(1, "A.ORG");
+        // Replace the KRB-PRIV's msg-type 21 with 22 (its last INTEGER
+        // before enc-part): find the [1] INTEGER 21 bytes and flip them.
+        let needle = [0xa1, 0x03, 0x02, 0x01, 21];
+        let at = req
+            .windows(needle.len())
+            .rposition(|w| w == needle)
+            .unwrap();
+        req[at + 4] = 22;
+        assert_eq!(
+            check_kpasswd_request(&req).unwrap_err(),
+            MessageError::BadField {
+                field: "msg-type",
+                value: 22
+            }
+        );
+    }
+
+    #[test]
+    fn krb_error_codes() {
+        assert_eq!(krb_error_code(&samples::krb_error(52, "A.ORG")), Some(52));
+        assert_eq!(krb_error_code(&samples::krb_error(25, "A.ORG")), Some(25));
+        assert_eq!(krb_error_code(&samples::as_req("A.ORG")), None);
+        assert_eq!(krb_error_code(b""), None);
+        let e = samples::krb_error(52, "A.ORG");
+        for n in 0..e.len() {
+            assert_eq!(krb_error_code(&e[..n]), None);
+        }
     }
 
     #[test]

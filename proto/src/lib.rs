@@ -8,7 +8,9 @@
 //!
 //! Nothing here does I/O: [`framing`] turns bytes into records and back,
 //! [`kerberos`] checks that a record is a request a proxy may forward and
-//! names its realm, and [`close`] lists the documented close codes.
+//! names its realm, [`kkdcp`] reads and writes MS-KKDCP messages, and
+//! [`close`] lists the documented close codes. [`samples`] builds valid
+//! sample requests for tests and fuzzing.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +19,8 @@ pub mod close;
 pub mod der;
 pub mod framing;
 pub mod kerberos;
+pub mod kkdcp;
+pub mod samples;
 
 /// The WebSocket subprotocol the client offers and the proxy selects.
 pub const SUBPROTOCOL: &str = "binary";
@@ -26,6 +30,10 @@ pub const DEFAULT_KDC_PATH: &str = "/kdc";
 
 /// The default URL path for kpasswd exchanges (RFC 3244).
 pub const DEFAULT_KPASSWD_PATH: &str = "/kpasswd";
+
+/// The default URL path of the MS-KKDCP endpoint (`POST`), as Windows and
+/// kdcproxy deployments use it.
+pub const DEFAULT_KKDCP_PATH: &str = "/KdcProxy";
 
 /// The default port of a `wss://` URL.
 pub const DEFAULT_WSS_PORT: u16 = 443;

@@ -13,12 +13,17 @@ use std::time::Duration;
 /// Kerberos over WebSockets: accepts wss:// connections on /kdc and
 /// /kpasswd and forwards each Kerberos request to the configured KDCs of
 /// its realm.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Parser, Default, Clone)]
 #[command(name = "krb5-wss-proxy", version, max_term_width = 100)]
 pub struct Args {
     /// TOML configuration file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Check the configuration (and load the TLS certificate and key), print
+    /// a summary and exit: 0 when it is valid, 1 when not. Nothing is bound.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Address to listen on; repeatable (port 0 picks a free port).
     /// [default: none; required here or in the config file]
@@ -46,6 +51,36 @@ pub struct Args {
     /// to 464.
     #[arg(long = "kpasswd", value_name = "REALM=HOST[:PORT]", value_parser = parse_kpasswd)]
     pub kpasswd: Vec<(String, ServerAddr)>,
+
+    /// Try the KDCs of REALM over UDP first (then TCP); repeatable.
+    /// [default: TCP only]
+    #[arg(long, value_name = "REALM")]
+    pub udp: Vec<String>,
+
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz)
+    /// over plain HTTP on this address. [default: none]
+    #[arg(long, value_name = "IP:PORT", value_parser = addr::parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Path of the MS-KKDCP endpoint (POST). [default: /KdcProxy]
+    #[arg(long, value_name = "PATH")]
+    pub kkdcp_path: Option<String>,
+
+    /// Turn the MS-KKDCP endpoint off.
+    #[arg(long)]
+    pub no_kkdcp: bool,
+
+    /// Serve requests carrying this Origin header (scheme://host[:port],
+    /// or * for any); repeatable. Requests with any other Origin get 403;
+    /// requests without one are served. [default: none allowed]
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+
+    /// Take the client address from X-Forwarded-For when the connection
+    /// comes from this address or network (IP or IP/PREFIX); repeatable.
+    /// [default: never]
+    #[arg(long, value_name = "CIDR", value_parser = crate::client::IpNet::parse)]
+    pub trust_forwarded_for: Vec<crate::client::IpNet>,
 
     /// Largest request record accepted, in bytes (K/KiB/M/MiB suffixes
     /// allowed). [default: 128KiB]
@@ -85,6 +120,30 @@ pub struct Args {
     /// Deadline to hand a reply or close frame to a client. [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
     pub send_timeout: Option<Duration>,
+
+    /// Most connections open at once from one client address (IPv6: per
+    /// /64); over it, close 4429. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// Requests per second one connection may make (bursts of as many);
+    /// over it, close 4429. [default: 20]
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_second: Option<u32>,
+
+    /// Upstream exchanges in progress at once; over it, close 4503.
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_upstream_exchanges: Option<usize>,
+
+    /// Wait for a KDC's UDP reply before trying TCP. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub udp_timeout: Option<Duration>,
+
+    /// On SIGTERM, wait at most this long for exchanges in progress.
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 fn parse_kdc(s: &str) -> Result<(String, ServerAddr), String> {
@@ -170,6 +229,42 @@ mod tests {
         assert_eq!(a.max_record_size, Some(65536));
         assert_eq!(a.idle_timeout, Some(Duration::from_millis(500)));
         assert_eq!(a.max_connections, Some(5));
+        let a = parse(&[
+            "--max-connections-per-address",
+            "3",
+            "--max-requests-per-second",
+            "7",
+            "--max-upstream-exchanges",
+            "9",
+            "--udp-timeout",
+            "250ms",
+            "--shutdown-timeout",
+            "2",
+            "--udp",
+            "A.ORG",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+            "--allow-origin",
+            "https://app.example.com",
+            "--trust-forwarded-for",
+            "127.0.0.1",
+            "--kkdcp-path",
+            "/kkdcp",
+            "--check-config",
+        ])
+        .unwrap();
+        assert_eq!(a.max_connections_per_address, Some(3));
+        assert_eq!(a.max_requests_per_second, Some(7));
+        assert_eq!(a.max_upstream_exchanges, Some(9));
+        assert_eq!(a.udp_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(a.udp, ["A.ORG"]);
+        assert_eq!(a.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(a.allow_origin, ["https://app.example.com"]);
+        assert_eq!(a.trust_forwarded_for.len(), 1);
+        assert_eq!(a.kkdcp_path.as_deref(), Some("/kkdcp"));
+        assert!(a.check_config && !a.no_kkdcp);
+        assert!(parse(&["--trust-forwarded-for", "example.com"]).is_err());
     }
 
     #[test]

@@ -8,8 +8,9 @@
 
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
+use crate::client::IpNet;
 use crate::limits::{self, Limits};
-use krb5_wss_proto::Service;
+use krb5_wss_proto::{Service, DEFAULT_KKDCP_PATH};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ pub struct RealmServers {
     pub kdc: Vec<ServerAddr>,
     /// kpasswd servers, tried in order, for `/kpasswd`.
     pub kpasswd: Vec<ServerAddr>,
+    /// Try each KDC over UDP first (TCP after no UDP answer, or after
+    /// KRB_ERR_RESPONSE_TOO_BIG). kpasswd always uses TCP.
+    pub udp: bool,
 }
 
 impl RealmServers {
@@ -75,6 +79,29 @@ pub struct Config {
     pub realms: BTreeMap<String, RealmServers>,
     /// Bounds.
     pub limits: Limits,
+    /// Where the metrics and health endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The MS-KKDCP endpoint's path, or `None` when it is turned off.
+    pub kkdcp_path: Option<String>,
+    /// Origins (lower case, `scheme://host[:port]`) whose requests are
+    /// served; `*` allows any. A request without `Origin` is always served.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Config {
+    /// The longest one exchange of any configured realm can take upstream.
+    pub fn max_exchange_time(&self) -> Duration {
+        self.realms
+            .values()
+            .map(|r| {
+                let n = r.kdc.len().max(r.kpasswd.len());
+                self.limits.exchange_bound(n, r.udp)
+            })
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// The TOML file, as written.
@@ -96,6 +123,11 @@ struct ServerSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     plaintext: Option<bool>,
+    metrics_listen: Option<String>,
+    kkdcp: Option<bool>,
+    kkdcp_path: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +142,11 @@ struct LimitsSection {
     connect_timeout: Option<Seconds>,
     reply_timeout: Option<Seconds>,
     send_timeout: Option<Seconds>,
+    max_connections_per_address: Option<usize>,
+    max_requests_per_second: Option<u32>,
+    max_upstream_exchanges: Option<usize>,
+    udp_timeout: Option<Seconds>,
+    shutdown_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +156,8 @@ struct RealmSection {
     kdc: Vec<String>,
     #[serde(default)]
     kpasswd: Vec<String>,
+    #[serde(default)]
+    udp: bool,
 }
 
 /// A byte count in TOML: an integer, or a string such as "128KiB".
@@ -278,11 +317,18 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         let servers = RealmServers {
             kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
+            udp: section.udp,
         };
         realms.insert(name, servers);
     }
     replace_lists(&mut realms, args.realms, |r| &mut r.kdc);
     replace_lists(&mut realms, args.kpasswd, |r| &mut r.kpasswd);
+    for name in &args.udp {
+        realms
+            .get_mut(name)
+            .ok_or_else(|| format!("--udp {name}: no such realm configured"))?
+            .udp = true;
+    }
     if realms.is_empty() {
         return Err("no realm configured: give --realm REALM=HOST[:PORT] \
                     (or a [realms.\"REALM\"] section)"
@@ -323,15 +369,131 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         connect_timeout: pick(args.connect_timeout, f.connect_timeout, d.connect_timeout),
         reply_timeout: pick(args.reply_timeout, f.reply_timeout, d.reply_timeout),
         send_timeout: pick(args.send_timeout, f.send_timeout, d.send_timeout),
+        max_connections_per_address: args
+            .max_connections_per_address
+            .or(f.max_connections_per_address)
+            .unwrap_or(d.max_connections_per_address),
+        max_requests_per_second: args
+            .max_requests_per_second
+            .or(f.max_requests_per_second)
+            .unwrap_or(d.max_requests_per_second),
+        max_upstream_exchanges: args
+            .max_upstream_exchanges
+            .or(f.max_upstream_exchanges)
+            .unwrap_or(d.max_upstream_exchanges),
+        udp_timeout: pick(args.udp_timeout, f.udp_timeout, d.udp_timeout),
+        shutdown_timeout: pick(
+            args.shutdown_timeout,
+            f.shutdown_timeout,
+            d.shutdown_timeout,
+        ),
     };
     limits.validate()?;
+
+    // Metrics listener.
+    let metrics_listen = match (args.metrics_listen, file.server.metrics_listen) {
+        (Some(a), _) => Some(a),
+        (None, Some(s)) => {
+            Some(addr::parse_listen(&s).map_err(|e| format!("[server] metrics_listen: {e}"))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(m) = metrics_listen {
+        if m.port() != 0 && listen.contains(&m) {
+            return Err(format!(
+                "metrics_listen {m} is also a listen address: give it its own"
+            ));
+        }
+    }
+
+    // MS-KKDCP endpoint.
+    let kkdcp_on = !args.no_kkdcp && file.server.kkdcp.unwrap_or(true);
+    let kkdcp_path = match (args.kkdcp_path, file.server.kkdcp_path) {
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => DEFAULT_KKDCP_PATH.to_string(),
+    };
+    check_kkdcp_path(&kkdcp_path)?;
+    let kkdcp_path = kkdcp_on.then_some(kkdcp_path);
+
+    // Origins and trusted fronts: the command line's list replaces the file's.
+    let origins = if !args.allow_origin.is_empty() {
+        args.allow_origin
+    } else {
+        file.server.allowed_origins.unwrap_or_default()
+    };
+    let allowed_origins = origins
+        .iter()
+        .map(|o| normalize_origin(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = if !args.trust_forwarded_for.is_empty() {
+        args.trust_forwarded_for
+    } else {
+        file.server
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|s| IpNet::parse(s).map_err(|e| format!("[server] trusted_proxies: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
 
     Ok(Config {
         listen,
         transport,
         realms,
         limits,
+        metrics_listen,
+        kkdcp_path,
+        allowed_origins,
+        trusted_proxies,
     })
+}
+
+/// Checks the MS-KKDCP path: absolute, plain characters, not one of the
+/// WebSocket paths.
+fn check_kkdcp_path(p: &str) -> Result<(), String> {
+    let plain = p.len() <= 256
+        && p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'));
+    if !plain {
+        return Err(format!(
+            "kkdcp_path {p:?}: must start with '/' and hold only letters, digits and / - _ . ~"
+        ));
+    }
+    if p == Service::Kdc.default_path() || p == Service::Kpasswd.default_path() {
+        return Err(format!("kkdcp_path {p:?} is a WebSocket path"));
+    }
+    Ok(())
+}
+
+/// Normalizes an allowed origin: `*`, `null`, or `scheme://host[:port]`
+/// (lower case, no path).
+pub fn normalize_origin(o: &str) -> Result<String, String> {
+    let lower = o.trim().trim_end_matches('/').to_ascii_lowercase();
+    if lower == "*" || lower == "null" {
+        return Ok(lower);
+    }
+    let ok = match lower.split_once("://") {
+        Some((scheme, host)) => {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                && !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+                })
+        }
+        None => false,
+    };
+    if ok {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "allowed origin {o:?}: expected scheme://host[:port] (e.g. https://app.example.com), null or *"
+        ))
+    }
 }
 
 fn pick(cli: Option<Duration>, file: Option<Seconds>, default: Duration) -> Duration {
@@ -407,6 +569,10 @@ mod tests {
         listen = ["0.0.0.0:443", "[::]:443"]
         cert = "cert.pem"
         key = "/abs/key.pem"
+        metrics_listen = "127.0.0.1:9464"
+        kkdcp_path = "/kerberos"
+        allowed_origins = ["https://App.Example.com/"]
+        trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
 
         [limits]
         max_record_size = "64KiB"
@@ -418,10 +584,16 @@ mod tests {
         connect_timeout = "500ms"
         reply_timeout = "7s"
         send_timeout = 3
+        max_connections_per_address = 7
+        max_requests_per_second = 9
+        max_upstream_exchanges = 11
+        udp_timeout = "300ms"
+        shutdown_timeout = "4s"
 
         [realms."EXAMPLE.COM"]
         kdc = ["kdc1.example.com", "[2001:db8::88]:88"]
         kpasswd = ["kdc1.example.com"]
+        udp = true
 
         [realms."OTHER.ORG"]
         kdc = ["192.0.2.7:750"]
@@ -455,6 +627,48 @@ mod tests {
         assert_eq!(l.connect_timeout, Duration::from_millis(500));
         assert_eq!(l.reply_timeout, Duration::from_secs(7));
         assert_eq!(l.send_timeout, Duration::from_secs(3));
+        assert_eq!(l.max_connections_per_address, 7);
+        assert_eq!(l.max_requests_per_second, 9);
+        assert_eq!(l.max_upstream_exchanges, 11);
+        assert_eq!(l.udp_timeout, Duration::from_millis(300));
+        assert_eq!(l.shutdown_timeout, Duration::from_secs(4));
+        assert!(c.realms["EXAMPLE.COM"].udp);
+        assert!(!c.realms["OTHER.ORG"].udp);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.kkdcp_path.as_deref(), Some("/kerberos"));
+        assert_eq!(c.allowed_origins, ["https://app.example.com"]);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn server_options_from_the_command_line() {
+        let base = ["--listen", "127.0.0.1:1", "--plaintext", "--realm", "A=k"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend(extra);
+            from(&v, "")
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(c.kkdcp_path.as_deref(), Some("/KdcProxy"));
+        assert!(c.allowed_origins.is_empty() && c.trusted_proxies.is_empty());
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(with(&["--no-kkdcp"]).unwrap().kkdcp_path, None);
+        let c = with(&["--udp", "A", "--allow-origin", "*"]).unwrap();
+        assert!(c.realms["A"].udp);
+        assert_eq!(c.allowed_origins, ["*"]);
+        assert!(with(&["--udp", "B"]).unwrap_err().contains("--udp B"));
+        for bad in ["kdcproxy", "/kdc", "/a b", "/a?b"] {
+            let err = with(&["--kkdcp-path", bad]).unwrap_err();
+            assert!(err.contains("kkdcp_path"), "{bad}: {err}");
+        }
+        for bad in ["app.example.com", "https://", "https://a/b", "https://a b"] {
+            let err = with(&["--allow-origin", bad]).unwrap_err();
+            assert!(err.contains("allowed origin"), "{bad}: {err}");
+        }
+        let err = with(&["--metrics-listen", "127.0.0.1:1"]).unwrap_err();
+        assert!(err.contains("metrics_listen"), "{err}");
+        let err = from(&base, "[server]\ntrusted_proxies = [\"nope\"]").unwrap_err();
+        assert!(err.contains("trusted_proxies"), "{err}");
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! One exchange, independent of the transport that carried the request:
 //! check the record, find its realm's servers, forward it, log one line.
 //!
-//! The WebSocket session uses this for each record; an MS-KKDCP endpoint
-//! can use it for each POST body.
+//! The WebSocket session uses this for each record, the MS-KKDCP endpoint
+//! for each POST body.
 
+use crate::client::Client;
 use crate::config::Config;
 use crate::logfmt::Value;
+use crate::metrics::Transport;
+use crate::state::Shared;
 use crate::upstream;
 use krb5_wss_proto::close::{self, CloseCode};
 use krb5_wss_proto::kerberos::{check_kdc_request, check_kpasswd_request, MessageError};
 use krb5_wss_proto::Service;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Why a request was not answered: the documented close code, and a
@@ -74,21 +76,63 @@ pub fn check(service: Service, record: &[u8]) -> Result<Checked, MessageError> {
     }
 }
 
-/// Handles one request record from `client`: on success returns the
-/// framed reply to send back. A refused record is never forwarded.
+/// The service a record addressed to a single endpoint (MS-KKDCP) is for:
+/// kpasswd when it is a well-formed RFC 3244 request, else the KDC (whose
+/// check then decides).
+pub fn classify(record: &[u8]) -> Service {
+    if check_kpasswd_request(record).is_ok() {
+        Service::Kpasswd
+    } else {
+        Service::Kdc
+    }
+}
+
+/// One request to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Which servers it is for.
+    pub service: Service,
+    /// How it arrived.
+    pub transport: Transport,
+    /// The record, without its length prefix.
+    pub record: &'a [u8],
+    /// The realm the client said it addresses (MS-KKDCP `target-domain`);
+    /// it must name the request's own realm. \[MS-KKDCP\] §2.2.2 makes it
+    /// case-insensitive, so it is compared so; it never routes: the realm
+    /// inside the message does, matched exactly.
+    pub target_realm: Option<&'a str>,
+}
+
+/// Handles one request from `client`: on success returns the framed reply
+/// to send back. A refused request is never forwarded.
 ///
 /// Logs one `exchange` line at info for every request that was forwarded
-/// (answered or not); refusals are for the caller to log.
+/// (answered or not); refusals are for the caller to log (see
+/// [`log_refusal`]).
 pub async fn run(
+    shared: &Shared,
     config: &Config,
-    client: SocketAddr,
-    service: Service,
-    record: &[u8],
+    client: &Client,
+    req: Request<'_>,
 ) -> Result<Vec<u8>, Refusal> {
-    let start = Instant::now();
+    let Request {
+        service,
+        transport,
+        record,
+        target_realm,
+    } = req;
     let checked =
         check(service, record).map_err(|e| Refusal::new(close::MALFORMED, e.to_string()))?;
-    let servers = match config.realms.get(&checked.realm) {
+    if let Some(target) = target_realm {
+        if !target.eq_ignore_ascii_case(&checked.realm) {
+            return Err(Refusal::new(
+                close::MALFORMED,
+                format!("target-domain {} is not the request's realm", Value(target)),
+            )
+            .with_request(checked));
+        }
+    }
+    let realm = match config.realms.get(&checked.realm) {
         None => {
             return Err(
                 Refusal::new(close::REALM_NOT_SERVED, "realm not configured").with_request(checked),
@@ -101,104 +145,188 @@ pub async fn run(
             )
             .with_request(checked))
         }
-        Some(r) => r.for_service(service),
+        Some(r) => r,
     };
-    match upstream::forward(servers, record, &config.limits).await {
+    let limits = &config.limits;
+    let Some(_place) = shared.admission.upstream(limits.max_upstream_exchanges) else {
+        return Err(Refusal::new(
+            close::OVERLOADED,
+            format!(
+                "{} upstream exchanges in progress (max_upstream_exchanges)",
+                limits.max_upstream_exchanges
+            ),
+        )
+        .with_request(checked));
+    };
+    let udp = realm.udp && service == Service::Kdc;
+    let start = Instant::now();
+    let result = upstream::forward(realm.for_service(service), record, limits, udp).await;
+    let elapsed = start.elapsed();
+    shared
+        .metrics
+        .exchange(service, transport, result.is_ok(), elapsed);
+    match result {
         Ok(reply) => {
             log::info!(
-                "exchange client={client} service={service} {checked} kdc={} result=ok \
-                 reply_bytes={} elapsed_us={}",
+                "exchange client={client} service={service} transport={transport} {checked} \
+                 kdc={} kdc_transport={} result=ok reply_bytes={} elapsed_us={}",
                 reply.server,
+                reply.protocol,
                 reply.framed.len().saturating_sub(4),
-                start.elapsed().as_micros()
+                elapsed.as_micros()
             );
             Ok(reply.framed)
         }
         Err(failure) => {
             let error = failure.to_string();
             log::info!(
-                "exchange client={client} service={service} {checked} kdc=- result=failed \
-                 error={} elapsed_us={}",
+                "exchange client={client} service={service} transport={transport} {checked} \
+                 kdc=- result=failed error={} elapsed_us={}",
                 Value(&error),
-                start.elapsed().as_micros()
+                elapsed.as_micros()
             );
             Err(Refusal::new(close::KDC_UNREACHABLE, error).with_request(checked))
         }
     }
 }
 
+/// The one warn line of a refusal (and its count in the metrics).
+/// `service` is what the path or the message named; `http` the status
+/// answered when the refusal went out as an HTTP response.
+pub fn log_refusal(
+    shared: &Shared,
+    client: &Client,
+    service: Service,
+    transport: Transport,
+    refusal: &Refusal,
+    http: Option<u16>,
+) {
+    shared.metrics.refusal(refusal.close);
+    let request = refusal
+        .request
+        .as_ref()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let status = http.map(|s| format!(" http={s}")).unwrap_or_default();
+    log::warn!(
+        "refused client={client} service={service} transport={transport} close={}{status} \
+         reason={}{request} detail={}",
+        refusal.close.code,
+        Value(refusal.close.reason),
+        Value(&refusal.detail)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-        assert!(value.len() < 0x80);
-        [&[tag, value.len() as u8][..], value].concat()
-    }
-
-    /// A minimal AS-REQ: pvno 5, msg-type 10, req-body with kdc-options
-    /// and realm.
-    fn as_req(realm: &str) -> Vec<u8> {
-        let body = [
-            tlv(0xa0, &tlv(0x03, &[0, 0, 0, 0, 0])),
-            tlv(0xa2, &tlv(0x1b, realm.as_bytes())),
-        ]
-        .concat();
-        let fields = [
-            tlv(0xa1, &tlv(0x02, &[5])),
-            tlv(0xa2, &tlv(0x02, &[10])),
-            tlv(0xa4, &tlv(0x30, &body)),
-        ]
-        .concat();
-        tlv(0x6a, &tlv(0x30, &fields))
-    }
+    use crate::config::{RealmServers, Transport as Listen};
+    use krb5_wss_proto::samples;
+    use std::net::SocketAddr;
 
     #[test]
     fn kdc_path_checks() {
-        let c = check(Service::Kdc, &as_req("A.ORG")).unwrap();
+        let c = check(Service::Kdc, &samples::as_req("A.ORG")).unwrap();
         assert_eq!(c.realm, "A.ORG");
         assert_eq!(c.kind, "AS-REQ");
         assert_eq!(c.to_string(), "realm=A.ORG type=AS-REQ");
-        assert!(check(Service::Kpasswd, &as_req("A.ORG")).is_err());
+        assert!(check(Service::Kpasswd, &samples::as_req("A.ORG")).is_err());
         assert!(check(Service::Kdc, b"hello").is_err());
+        let c = check(Service::Kpasswd, &samples::kpasswd_req(0xff80, "A.ORG")).unwrap();
+        assert_eq!(c.kind, "kpasswd-0xff80");
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(&samples::as_req("A")), Service::Kdc);
+        assert_eq!(classify(&samples::tgs_req("A")), Service::Kdc);
+        assert_eq!(classify(&samples::kpasswd_req(1, "A")), Service::Kpasswd);
+        assert_eq!(classify(b"junk"), Service::Kdc);
+    }
+
+    fn config(realms: &[(&str, RealmServers)]) -> Config {
+        Config {
+            listen: vec![],
+            transport: Listen::Plaintext,
+            realms: realms
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.clone()))
+                .collect(),
+            limits: Default::default(),
+            metrics_listen: None,
+            kkdcp_path: None,
+            allowed_origins: vec![],
+            trusted_proxies: vec![],
+        }
+    }
+
+    fn request(record: &[u8]) -> Request<'_> {
+        Request {
+            service: Service::Kdc,
+            transport: Transport::WebSocket,
+            record,
+            target_realm: None,
+        }
     }
 
     #[tokio::test]
     async fn unserved_realm_and_service_are_refused_unforwarded() {
-        use crate::config::{RealmServers, Transport};
-        let mut realms = std::collections::BTreeMap::new();
-        realms.insert(
-            "A.ORG".to_string(),
-            RealmServers {
-                // Would fail loudly (4502, not 4403) if it were tried.
-                kdc: Vec::new(),
-                kpasswd: Vec::new(),
-            },
-        );
-        let config = Config {
-            listen: vec![],
-            transport: Transport::Plaintext,
-            realms,
-            limits: Default::default(),
+        // No servers at all: a forward would fail loudly (4502, not 4403).
+        let config = config(&[("A.ORG", RealmServers::default())]);
+        let shared = Shared::for_config(config.clone());
+        let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
+        let run = |record: Vec<u8>, target: Option<&'static str>| {
+            let (shared, config) = (shared.clone(), config.clone());
+            async move {
+                let req = Request {
+                    target_realm: target,
+                    ..request(&record)
+                };
+                run(&shared, &config, &client, req).await
+            }
         };
-        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let err = run(&config, client, Service::Kdc, &as_req("B.ORG"))
-            .await
-            .unwrap_err();
+        let err = run(samples::as_req("B.ORG"), None).await.unwrap_err();
         assert_eq!(err.close, close::REALM_NOT_SERVED);
         assert_eq!(err.request.unwrap().realm, "B.ORG");
-        let err = run(&config, client, Service::Kdc, &as_req("a.org"))
-            .await
-            .unwrap_err();
+        let err = run(samples::as_req("a.org"), None).await.unwrap_err();
         assert_eq!(err.close, close::REALM_NOT_SERVED, "realm match is exact");
-        let err = run(&config, client, Service::Kdc, &as_req("A.ORG"))
-            .await
-            .unwrap_err();
+        let err = run(samples::as_req("A.ORG"), None).await.unwrap_err();
         assert_eq!(err.close, close::REALM_NOT_SERVED, "no kdc for A.ORG");
         assert!(err.detail.contains("no kdc servers"), "{}", err.detail);
-        let err = run(&config, client, Service::Kdc, b"\x30\x00")
+        let err = run(b"\x30\x00".to_vec(), None).await.unwrap_err();
+        assert_eq!(err.close, close::MALFORMED);
+        // An MS-KKDCP target-domain must be the message's own realm: it
+        // never routes by itself.
+        let err = run(samples::as_req("B.ORG"), Some("A.ORG"))
             .await
             .unwrap_err();
         assert_eq!(err.close, close::MALFORMED);
+        assert!(err.detail.contains("target-domain"), "{}", err.detail);
+        // A target-domain in another case passes the check (MS-KKDCP makes
+        // it case-insensitive), and routing stays by the message's realm.
+        let err = run(samples::as_req("A.ORG"), Some("a.org"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::REALM_NOT_SERVED);
+        assert!(err.detail.contains("no kdc servers"), "{}", err.detail);
+    }
+
+    #[tokio::test]
+    async fn upstream_exchange_limit() {
+        let servers = RealmServers {
+            kdc: vec![crate::addr::parse_server("127.0.0.1:1", 88).unwrap()],
+            ..Default::default()
+        };
+        let mut config = config(&[("A.ORG", servers)]);
+        config.limits.max_upstream_exchanges = 1;
+        let shared = Shared::for_config(config.clone());
+        let _busy = shared.admission.upstream(1).unwrap();
+        let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
+        let record = samples::as_req("A.ORG");
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::OVERLOADED);
+        assert!(err.detail.contains("max_upstream_exchanges"));
     }
 }

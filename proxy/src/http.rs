@@ -1,11 +1,20 @@
-//! HTTP request routing, and the WebSocket upgrade handshake.
+//! HTTP request routing, request-wide checks, and the WebSocket upgrade
+//! handshake.
 //!
 //! Every request on a listener comes through [`handle`], which picks a
-//! [`Route`] from the path. Today the routes are the two WebSocket paths
-//! (`/kdc`, `/kpasswd`) and "not found"; further endpoints (an MS-KKDCP
-//! `POST /KdcProxy`, a health check) and request-wide checks (an Origin
-//! allow-list) slot in here.
+//! [`Route`] from the path: the two WebSocket paths (`/kdc`, `/kpasswd`),
+//! the MS-KKDCP endpoint (`POST /KdcProxy` by default), or "not found".
+//! Before a route is served, the client is identified (the TCP peer, or
+//! the `X-Forwarded-For` client behind a trusted front, then counted
+//! against its address) and its `Origin` is checked.
 
+use crate::admission::AddrGuard;
+use crate::client::{self, Client};
+use crate::exchange::Refusal;
+use crate::kkdcp;
+use crate::logfmt::Value;
+use crate::metrics::Transport;
+use crate::origin;
 use crate::server::ConnContext;
 use crate::session;
 use bytes::Bytes;
@@ -13,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use krb5_wss_proto::{Service, SUBPROTOCOL};
+use krb5_wss_proto::{close, Service, SUBPROTOCOL};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -26,19 +35,34 @@ pub type Body = Full<Bytes>;
 pub enum Route {
     /// A WebSocket carrying records for this service.
     WebSocket(Service),
+    /// The MS-KKDCP endpoint.
+    Kkdcp,
     /// Nothing here: 404.
     NotFound,
 }
 
 impl Route {
-    /// The route for a request path (exact match; the query is ignored).
-    pub fn of(path: &str) -> Route {
+    /// The route for a request path (exact match; the query is ignored);
+    /// `kkdcp_path` is the MS-KKDCP endpoint's, if it is on.
+    pub fn of(path: &str, kkdcp_path: Option<&str>) -> Route {
         match path {
             p if p == Service::Kdc.default_path() => Route::WebSocket(Service::Kdc),
             p if p == Service::Kpasswd.default_path() => Route::WebSocket(Service::Kpasswd),
+            p if Some(p) == kkdcp_path => Route::Kkdcp,
             _ => Route::NotFound,
         }
     }
+}
+
+/// The client of a request, and what admission says about it.
+pub struct Admitted {
+    /// Who the client is (for logs and limits).
+    pub client: Client,
+    /// A refusal to deliver instead of serving (connection limits).
+    pub refusal: Option<Refusal>,
+    /// The client's count against its address, when it is counted per
+    /// request (behind a trusted front); held while the request is served.
+    pub _address: Option<AddrGuard>,
 }
 
 /// Answers one HTTP request.
@@ -46,13 +70,30 @@ pub async fn handle(
     mut req: Request<Incoming>,
     ctx: Arc<ConnContext>,
 ) -> Result<Response<Body>, Infallible> {
-    let route = Route::of(req.uri().path());
+    let config = &ctx.config;
+    let route = Route::of(req.uri().path(), config.kkdcp_path.as_deref());
     log::debug!(
         "http client={} method={} path={:?} route={route:?}",
-        ctx.client,
+        ctx.peer,
         req.method(),
         req.uri().path()
     );
+    let (service, transport) = match route {
+        Route::NotFound => return Ok(text(StatusCode::NOT_FOUND, "not found\n")),
+        Route::WebSocket(service) => (service, Transport::WebSocket),
+        Route::Kkdcp => (Service::Kdc, Transport::Kkdcp),
+    };
+    let client = client::identify(ctx.peer, req.headers(), &config.trusted_proxies);
+    if let Err(origin) = origin::check(req.headers(), &config.allowed_origins) {
+        ctx.shared.metrics.origin_refusal();
+        log::warn!(
+            "refused client={client} service={service} transport={transport} http=403 \
+             reason=\"origin not allowed\" origin={}",
+            Value(&origin)
+        );
+        return Ok(text(StatusCode::FORBIDDEN, "origin not allowed\n"));
+    }
+    let admitted = admit_request(&ctx, client);
     let response = match route {
         Route::WebSocket(service) => match websocket_handshake(req.method(), req.headers()) {
             Ok(accepted) => {
@@ -60,16 +101,15 @@ pub async fn handle(
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     match on_upgrade.await {
-                        Ok(upgraded) => session::run(upgraded, service, ctx).await,
-                        Err(e) => log::debug!("client={} upgrade failed: {e}", ctx.client),
+                        Ok(upgraded) => session::run(upgraded, service, ctx, admitted).await,
+                        Err(e) => log::debug!("client={client} upgrade failed: {e}"),
                     }
                 });
                 accepted.response()
             }
             Err(refused) => {
                 log::debug!(
-                    "http client={} path={} websocket handshake refused: {} {}",
-                    ctx.client,
+                    "http client={client} path={} websocket handshake refused: {} {}",
                     service.default_path(),
                     refused.status().as_u16(),
                     String::from_utf8_lossy(refused.body_text())
@@ -77,9 +117,53 @@ pub async fn handle(
                 refused.into_response()
             }
         },
+        Route::Kkdcp => kkdcp::handle(req, &ctx, admitted).await,
         Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// Applies the per-address limit to a client named by a trusted front
+/// (direct clients were counted when their connection was accepted).
+fn admit_request(ctx: &ConnContext, client: Client) -> Admitted {
+    if let Some(refusal) = &ctx.refusal {
+        return Admitted {
+            client,
+            refusal: Some(refusal.clone()),
+            _address: None,
+        };
+    }
+    let behind_front = ctx
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(ctx.peer.ip()));
+    if !behind_front {
+        return Admitted {
+            client,
+            refusal: None,
+            _address: None,
+        };
+    }
+    let limit = ctx.config.limits.max_connections_per_address;
+    match ctx.shared.admission.address(client.key(), limit) {
+        Some(guard) => Admitted {
+            client,
+            refusal: None,
+            _address: Some(guard),
+        },
+        None => Admitted {
+            client,
+            refusal: Some(Refusal::new(
+                close::RATE_LIMITED,
+                format!(
+                    "{limit} connections open from {} (max_connections_per_address)",
+                    client.key()
+                ),
+            )),
+            _address: None,
+        },
+    }
 }
 
 /// A plain-text response.
@@ -277,10 +361,13 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(Route::of("/kdc"), Route::WebSocket(Service::Kdc));
-        assert_eq!(Route::of("/kpasswd"), Route::WebSocket(Service::Kpasswd));
-        for other in ["/", "/kdc/", "/KDC", "/kdcx", "/kpasswd/x", "/KdcProxy"] {
-            assert_eq!(Route::of(other), Route::NotFound, "{other}");
+        let k = Some("/KdcProxy");
+        assert_eq!(Route::of("/kdc", k), Route::WebSocket(Service::Kdc));
+        assert_eq!(Route::of("/kpasswd", k), Route::WebSocket(Service::Kpasswd));
+        assert_eq!(Route::of("/KdcProxy", k), Route::Kkdcp);
+        assert_eq!(Route::of("/KdcProxy", None), Route::NotFound);
+        for other in ["/", "/kdc/", "/KDC", "/kdcx", "/kpasswd/x", "/kdcproxy"] {
+            assert_eq!(Route::of(other, k), Route::NotFound, "{other}");
         }
     }
 

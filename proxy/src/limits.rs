@@ -38,6 +38,20 @@ pub struct Limits {
     pub reply_timeout: Duration,
     /// Time allowed to hand a reply or a close frame to a client.
     pub send_timeout: Duration,
+    /// Most connections open at once from one client address (an IPv6
+    /// client counts by its /64); over it, close 4429.
+    pub max_connections_per_address: usize,
+    /// Requests one connection may make per second (a token bucket of this
+    /// many tokens, refilled at this rate); over it, close 4429.
+    pub max_requests_per_second: u32,
+    /// Exchanges with upstream servers in progress at once, over all
+    /// connections; over it, close 4503.
+    pub max_upstream_exchanges: usize,
+    /// Time to wait for a KDC's UDP reply (realms with `udp`) before
+    /// trying TCP to the same KDC.
+    pub udp_timeout: Duration,
+    /// On SIGTERM, the longest wait for exchanges in progress to finish.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +66,11 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             reply_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
+            max_connections_per_address: 100,
+            max_requests_per_second: 1000,
+            max_upstream_exchanges: 1000,
+            udp_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -69,11 +88,23 @@ impl Limits {
                 ));
             }
         }
-        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
-            return Err(format!(
-                "max_connections = {}: must be between 1 and {MAX_CONNECTIONS}",
-                self.max_connections
-            ));
+        for (name, v) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_upstream_exchanges", self.max_upstream_exchanges),
+            (
+                "max_requests_per_second",
+                self.max_requests_per_second as usize,
+            ),
+        ] {
+            if !(1..=MAX_CONNECTIONS).contains(&v) {
+                return Err(format!(
+                    "{name} = {v}: must be between 1 and {MAX_CONNECTIONS}"
+                ));
+            }
         }
         for (name, d) in [
             ("handshake_timeout", self.handshake_timeout),
@@ -82,6 +113,8 @@ impl Limits {
             ("connect_timeout", self.connect_timeout),
             ("reply_timeout", self.reply_timeout),
             ("send_timeout", self.send_timeout),
+            ("udp_timeout", self.udp_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
         ] {
             if d.is_zero() || d > MAX_TIMEOUT {
                 return Err(format!(
@@ -90,6 +123,24 @@ impl Limits {
             }
         }
         Ok(())
+    }
+
+    /// The longest one exchange with upstream servers can take when the
+    /// realm has `servers` servers (each tried over UDP first when `udp`),
+    /// each name resolving to at most
+    /// [`crate::upstream::MAX_ADDRESSES_PER_NAME`] addresses.
+    pub fn exchange_bound(&self, servers: usize, udp: bool) -> Duration {
+        let per_address = self.connect_timeout
+            + self.reply_timeout
+            + if udp {
+                self.udp_timeout
+            } else {
+                Duration::ZERO
+            };
+        // Resolution shares connect_timeout, once per server.
+        let per_server =
+            self.connect_timeout + per_address * crate::upstream::MAX_ADDRESSES_PER_NAME as u32;
+        per_server.saturating_mul(servers.max(1) as u32)
     }
 
     /// The largest WebSocket message (and frame) a client may send: one
@@ -108,7 +159,10 @@ impl Limits {
         WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
-            .read_buffer_size(max.min(64 * 1024))
+            // tungstenite zeroes this much of its read buffer before every
+            // read (and allocates it per connection): keep it small; a
+            // larger frame still reserves its own length.
+            .read_buffer_size(4 * 1024)
             .write_buffer_size(0)
             // One reply plus its frame header and a close frame.
             .max_write_buffer_size(reply + 1024)
@@ -216,5 +270,29 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().contains("max_connections"));
+        let l = Limits {
+            max_requests_per_second: 0,
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .contains("max_requests_per_second"));
+        let l = Limits {
+            shutdown_timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().contains("shutdown_timeout"));
+    }
+
+    #[test]
+    fn exchange_bound_covers_every_attempt() {
+        let l = Limits::default();
+        // 2 servers x (3s resolve + 4 addresses x (3s + 10s)).
+        assert_eq!(
+            l.exchange_bound(2, false),
+            Duration::from_secs(2 * (3 + 4 * 13))
+        );
+        assert!(l.exchange_bound(1, true) > l.exchange_bound(1, false));
     }
 }

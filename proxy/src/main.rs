@@ -1,42 +1,70 @@
 //! krb5-wss-proxy: accepts Kerberos exchanges carried over WebSockets
 //! (`wss://host/kdc`, `wss://host/kpasswd`, see `docs/protocol.md`) and
-//! forwards each request to the configured KDCs of its realm.
+//! over MS-KKDCP (`POST /KdcProxy`), and forwards each request to the
+//! configured KDCs of its realm.
 //!
 //! Layout: [`cli`] and [`config`] build the validated configuration,
-//! [`limits`] holds every bound, [`tls`] the rustls setup, [`server`] the
-//! listeners and the handshake phase, [`http`] the request routing and the
-//! WebSocket upgrade, [`session`] the record loop, [`exchange`] one
-//! check-and-forward, [`upstream`] the TCP exchange with a KDC.
+//! [`reload`] turns it into the active one (at startup and on SIGHUP),
+//! [`limits`] holds every bound, [`admission`] and [`ratelimit`] enforce the
+//! counted ones, [`client`] says who a client is (`X-Forwarded-For`),
+//! [`tls`] the rustls setup, [`server`] the listeners and the handshake
+//! phase, [`http`] the routing (with [`origin`] checks), [`session`] the
+//! WebSocket record loop, [`kkdcp`] the MS-KKDCP endpoint, [`exchange`] one
+//! check-and-forward, [`upstream`] and [`udp`] the exchange with a KDC,
+//! [`metrics`] and [`ops`] the metrics and health listener, [`state`] what
+//! all connections share.
 
 #![forbid(unsafe_code)]
 
 mod addr;
+mod admission;
 mod cli;
+mod client;
 mod config;
 mod exchange;
 mod http;
+mod kkdcp;
 mod limits;
 mod logfmt;
+mod metrics;
+mod ops;
+mod origin;
+mod ratelimit;
+mod reload;
 mod server;
 mod session;
+mod state;
 mod tls;
+mod udp;
 mod upstream;
 
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The environment variable holding the log filter (env_logger syntax).
 const LOG_ENV: &str = "KRB5_WSS_PROXY_LOG";
+
+/// How often the drain after SIGTERM looks at the open connections.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or(LOG_ENV, "info"))
         .format_timestamp_micros()
+        // Plain lines: with colours on, every byte written to a non-terminal
+        // stderr went through anstream's escape stripper (about a tenth of
+        // the proxy's instructions per exchange in the benchmark profile).
+        .write_style(env_logger::WriteStyle::Never)
         .init();
-    match run(args) {
+    let result = if args.check_config {
+        check_config(&args)
+    } else {
+        run(args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Startup errors go to stderr whatever the log level.
@@ -46,45 +74,139 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check-config`: builds everything but binds nothing.
+fn check_config(args: &cli::Args) -> Result<(), String> {
+    let active = reload::build(args)?;
+    let c = &active.config;
+    let mut out = std::io::stdout().lock();
+    let kkdcp = c.kkdcp_path.as_deref().unwrap_or("off");
+    writeln!(
+        out,
+        "configuration ok: {} listen address(es) ({}://), {} realm(s), MS-KKDCP {kkdcp}, \
+         metrics {}",
+        c.listen.len(),
+        c.transport.scheme(),
+        c.realms.len(),
+        c.metrics_listen
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into())
+    )
+    .and_then(|()| out.flush())
+    .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
 fn run(args: cli::Args) -> Result<(), String> {
-    let config = config::Config::from_args(args)?;
-    let tls = match &config.transport {
-        config::Transport::Tls { cert, key } => Some(tls::acceptor(cert, key)?),
-        config::Transport::Plaintext => None,
-    };
+    let active = reload::build(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("krb5-wss-proxy")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let result = runtime.block_on(serve(Arc::new(config), tls));
-    // Sessions still open are dropped (their TCP connections closed).
+    let result = runtime.block_on(serve(args, active));
+    // Whatever is left after the drain is dropped (TCP connections closed).
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(
-    config: Arc<config::Config>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<(), String> {
+/// Writes one line to stdout and flushes it.
+fn announce(line: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+async fn serve(args: cli::Args, active: state::Active) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first, so a signal right after the listening line is ours.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
 
+    let config = active.config.clone();
     let listeners = server::bind(&config.listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a} (metrics): {e}"))?,
+        ),
+        None => None,
+    };
     let scheme = config.transport.scheme();
-    let mut out = std::io::stdout().lock();
     for l in &listeners {
         let addr = l
             .local_addr()
             .map_err(|e| format!("cannot read a listener's address: {e}"))?;
-        writeln!(out, "listening on {scheme}://{addr}")
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+        announce(&format!("listening on {scheme}://{addr}"))?;
         log::info!("listening on {scheme}://{addr}");
     }
-    drop(out);
+    if let Some(l) = &metrics_listener {
+        let addr = l
+            .local_addr()
+            .map_err(|e| format!("cannot read the metrics listener's address: {e}"))?;
+        announce(&format!("metrics on http://{addr}"))?;
+        log::info!("metrics and health on http://{addr}/metrics, /healthz");
+    }
+    log_config(&config);
+
+    let shared = state::Shared::new(active);
+    let mut accepting = Vec::new();
+    for l in listeners {
+        accepting.push(tokio::spawn(server::accept_loop(shared.clone(), l)));
+    }
+    let ops = metrics_listener.map(|l| tokio::spawn(ops::serve(shared.clone(), l)));
+
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => match reload::reload(&args, &shared) {
+                Ok(notes) => {
+                    shared.metrics.reload(true);
+                    log::info!("SIGHUP: configuration and certificate reloaded");
+                    for n in notes {
+                        log::warn!("SIGHUP: {n}");
+                    }
+                    log_config(&shared.active().config);
+                }
+                Err(e) => {
+                    shared.metrics.reload(false);
+                    // One line: the error (a TOML one spans lines) is quoted.
+                    log::error!(
+                        "SIGHUP: reload failed, keeping the running configuration: error={}",
+                        logfmt::Value(&e)
+                    );
+                }
+            },
+        }
+    };
+
+    // Drain: stop accepting, let sessions close (1001) and exchanges in
+    // progress finish, within shutdown_timeout.
+    let bound = shared.active().config.limits.shutdown_timeout;
+    log::info!("{signal} received: shutting down (draining for at most {bound:?})");
+    shared.begin_shutdown();
+    for task in accepting {
+        let _ = task.await;
+    }
+    let deadline = Instant::now() + bound;
+    let open = || shared.admission.open() + shared.admission.overflowing();
+    while open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    match open() {
+        0 => log::info!("drained: no connection open"),
+        n => log::warn!("shutdown_timeout reached: closing {n} connection(s) still open"),
+    }
+    if let Some(task) = ops {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// Logs the realms and the limits in force.
+fn log_config(config: &config::Config) {
     for (realm, servers) in &config.realms {
         let list = |v: &[addr::ServerAddr]| {
             v.iter()
@@ -93,26 +215,48 @@ async fn serve(
                 .join(",")
         };
         log::info!(
-            "realm {} kdc=[{}] kpasswd=[{}]",
+            "realm {} kdc=[{}] kpasswd=[{}] udp={}",
             logfmt::Value(realm),
             list(&servers.kdc),
-            list(&servers.kpasswd)
+            list(&servers.kpasswd),
+            servers.udp
         );
     }
     log::debug!("limits: {:?}", config.limits);
+}
 
-    let server = server::Server::new(config, tls);
-    let mut accepting = Vec::new();
-    for l in listeners {
-        accepting.push(tokio::spawn(server.clone().accept_loop(l)));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_keeps_listen_addresses_and_refuses_a_transport_switch() {
+        let args = cli::Args::try_parse_from([
+            "krb5-wss-proxy",
+            "--listen",
+            "127.0.0.1:1",
+            "--plaintext",
+            "--realm",
+            "A.ORG=127.0.0.1:88",
+        ])
+        .unwrap();
+        let shared = state::Shared::new(reload::build(&args).unwrap());
+        let mut changed = args.clone();
+        changed.listen = vec!["127.0.0.1:2".parse().unwrap()];
+        changed
+            .realms
+            .push(("B.ORG".into(), addr::parse_server("k", 88).unwrap()));
+        let notes = reload::reload(&changed, &shared).unwrap();
+        assert!(notes[0].contains("listen addresses changed"), "{notes:?}");
+        let now = shared.active();
+        assert_eq!(now.config.listen, args.listen);
+        assert!(now.config.realms.contains_key("B.ORG"));
+        // A failing reload changes nothing.
+        let mut tls = changed.clone();
+        tls.plaintext = false;
+        tls.cert = Some("/nonexistent/c.pem".into());
+        tls.key = Some("/nonexistent/k.pem".into());
+        assert!(reload::reload(&tls, &shared).is_err());
+        assert!(shared.active().config.realms.contains_key("B.ORG"));
     }
-    let signal = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    log::info!("{signal} received: shutting down");
-    for task in accepting {
-        task.abort();
-    }
-    Ok(())
 }

@@ -1,25 +1,23 @@
-//! Listeners, admission (the connection limit) and the per-connection
-//! TLS + HTTP phase, bounded by the handshake deadline.
+//! Listeners, admission of new connections (the connection limits) and the
+//! per-connection TLS + HTTP phase, bounded by the handshake deadline.
 
+use crate::admission::{AddrGuard, Admit, CountGuard};
+use crate::client::Client;
 use crate::config::Config;
+use crate::exchange::Refusal;
 use crate::http;
+use crate::ratelimit::TokenBucket;
+use crate::state::{Active, Shared};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use krb5_wss_proto::close;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
-use tokio_rustls::TlsAcceptor;
-
-/// Connections over the limit that are still taken through the handshake
-/// so they can be told 4503; beyond these, new connections are dropped at
-/// once.
-pub const OVERLOAD_GRACE: usize = 64;
 
 /// Largest HTTP read buffer (request line and headers).
 const MAX_HTTP_BUFFER: usize = 64 * 1024;
@@ -27,35 +25,60 @@ const MAX_HTTP_BUFFER: usize = 64 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// One admitted connection's place under the connection limit; released
-/// when the connection (and any session it became) ends.
+/// The deadline of a connection's HTTP phase. It starts as the handshake
+/// deadline; an MS-KKDCP request extends it by the time its exchange may
+/// take, once its body is in.
 #[derive(Debug)]
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    /// True when the connection is over the limit and must be refused
-    /// (close 4503) right after its handshake.
-    pub overloaded: bool,
+pub struct Deadline(Mutex<Instant>);
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn new(at: Instant) -> Deadline {
+        Deadline(Mutex::new(at))
+    }
+
+    /// The deadline now.
+    pub fn get(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the deadline to `at` (never earlier than it is).
+    pub fn extend_to(&self, at: Instant) {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *d = (*d).max(at);
+    }
 }
 
-/// What the HTTP routing and the WebSocket session know about their
-/// connection.
-#[derive(Debug)]
+/// What the HTTP routing, the WebSocket session and the MS-KKDCP endpoint
+/// know about their connection.
 pub struct ConnContext {
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The proxy's configuration.
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The configuration the connection runs with (a snapshot).
     pub config: Arc<Config>,
-    /// The connection's slot; held until the session ends.
-    pub slot: Slot,
+    /// Shared state: counters, metrics, shutdown.
+    pub shared: Arc<Shared>,
+    /// Set when admission decided to refuse the connection after its
+    /// handshake (connection limits).
+    pub refusal: Option<Refusal>,
+    /// The deadline of the HTTP phase.
+    pub deadline: Deadline,
+    /// The connection's request rate.
+    pub rate: Mutex<TokenBucket>,
+    /// The connection's place under the connection limit.
+    _slot: CountGuard,
+    /// The connection's count against its (TCP peer) address.
+    _address: Option<AddrGuard>,
 }
 
-/// The running proxy: configuration, TLS and the connection limit.
-pub struct Server {
-    config: Arc<Config>,
-    tls: Option<TlsAcceptor>,
-    connections: Arc<Semaphore>,
-    overflow: Arc<Semaphore>,
-    dropped: AtomicU64,
+impl ConnContext {
+    /// Takes one request from the connection's rate budget.
+    pub fn take_request(&self) -> bool {
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_take()
+    }
 }
 
 /// Binds every configured listen address; errors name the address.
@@ -70,108 +93,194 @@ pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, String> 
     Ok(listeners)
 }
 
-impl Server {
-    /// A server for `config`; `tls` is `None` for plaintext.
-    pub fn new(config: Arc<Config>, tls: Option<TlsAcceptor>) -> Arc<Server> {
-        let max = config.limits.max_connections;
-        Arc::new(Server {
-            config,
-            tls,
-            connections: Arc::new(Semaphore::new(max)),
-            overflow: Arc::new(Semaphore::new(OVERLOAD_GRACE)),
-            dropped: AtomicU64::new(0),
-        })
-    }
-
-    /// Accepts connections on `listener` until the task is dropped.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let (tcp, client) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let Some(slot) = self.admit(client) else {
+/// Accepts connections on `listener` until the shutdown begins.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.wait() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
-            };
-            tokio::spawn(self.clone().connection(tcp, client, slot));
-        }
+            }
+        };
+        shared.metrics.connection();
+        let active = shared.active();
+        let Some(ctx) = admit(&shared, &active, peer) else {
+            continue;
+        };
+        tokio::spawn(connection(active, tcp, ctx));
     }
+}
 
-    /// Takes a slot under the connection limit, or one of the few
-    /// overload slots (the client is then told 4503), or none (the
-    /// connection is dropped).
-    fn admit(&self, client: SocketAddr) -> Option<Slot> {
-        if let Ok(permit) = self.connections.clone().try_acquire_owned() {
-            return Some(Slot {
-                _permit: permit,
-                overloaded: false,
-            });
+/// Applies the connection limits to a new connection from `peer`: a
+/// context (possibly carrying a refusal to deliver after the handshake),
+/// or `None` when the connection must be closed at once.
+fn admit(shared: &Arc<Shared>, active: &Active, peer: SocketAddr) -> Option<ConnContext> {
+    let config = &active.config;
+    let limits = &config.limits;
+    let client = Client::direct(peer);
+    let admission = &shared.admission;
+    let (slot, address, refusal) = match admission.connection(limits.max_connections) {
+        Admit::Accepted(slot) => {
+            // A trusted front's connections carry many clients: they are
+            // counted per client at the HTTP request instead.
+            let behind_front = config.trusted_proxies.iter().any(|n| n.contains(client.ip));
+            if behind_front {
+                (slot, None, None)
+            } else {
+                match admission.address(client.key(), limits.max_connections_per_address) {
+                    Some(a) => (slot, Some(a), None),
+                    None => {
+                        // Refused connections do not hold places under the
+                        // connection limit: they take an overflow place.
+                        drop(slot);
+                        let Some(place) = admission.overflow_place() else {
+                            note_drop(shared, peer, "every overflow place is taken");
+                            return None;
+                        };
+                        let refusal = Refusal::new(
+                            close::RATE_LIMITED,
+                            format!(
+                                "{} connections open from {} (max_connections_per_address)",
+                                limits.max_connections_per_address,
+                                client.key()
+                            ),
+                        );
+                        (place, None, Some(refusal))
+                    }
+                }
+            }
         }
-        if let Ok(permit) = self.overflow.clone().try_acquire_owned() {
-            return Some(Slot {
-                _permit: permit,
-                overloaded: true,
-            });
-        }
-        // Log the first drop and then every 1000th, not a line per
-        // connection of a flood.
-        let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-        if n % 1000 == 0 {
-            log::warn!(
-                "refused client={client} reason=overloaded detail=\"{} connections open; \
-                 connection dropped before the handshake ({} such drops so far)\"",
-                self.config.limits.max_connections,
-                n + 1
+        Admit::Overloaded(place) => {
+            let refusal = Refusal::new(
+                close::OVERLOADED,
+                format!(
+                    "{} connections open (max_connections)",
+                    limits.max_connections
+                ),
             );
+            (place, None, Some(refusal))
         }
-        None
-    }
+        Admit::Dropped => {
+            note_drop(
+                shared,
+                peer,
+                &format!("{} connections open", limits.max_connections),
+            );
+            return None;
+        }
+    };
+    Some(ConnContext {
+        peer,
+        config: config.clone(),
+        shared: shared.clone(),
+        refusal,
+        deadline: Deadline::new(Instant::now() + limits.handshake_timeout),
+        rate: Mutex::new(TokenBucket::new(limits.max_requests_per_second)),
+        _slot: slot,
+        _address: address,
+    })
+}
 
-    /// One client connection: TLS (if configured), then HTTP until the
-    /// request is answered or upgraded, all within the handshake deadline.
-    async fn connection(self: Arc<Self>, tcp: TcpStream, client: SocketAddr, slot: Slot) {
-        let deadline = Instant::now() + self.config.limits.handshake_timeout;
-        let _ = tcp.set_nodelay(true);
-        let ctx = Arc::new(ConnContext {
-            client,
-            config: self.config.clone(),
-            slot,
-        });
-        match &self.tls {
-            Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => self.http(tls, ctx, deadline).await,
-                Ok(Err(e)) => log::debug!("client={client} TLS handshake failed: {e}"),
-                Err(_) => log::debug!("client={client} handshake timed out (TLS)"),
-            },
-            None => self.http(tcp, ctx, deadline).await,
+/// Counts a dropped connection; logs the first and then every 1000th, not
+/// a line per connection of a flood.
+fn note_drop(shared: &Shared, peer: SocketAddr, why: &str) {
+    let n = shared.metrics.dropped();
+    if n % 1000 == 0 {
+        log::warn!(
+            "refused client={peer} reason=overloaded detail=\"{why}; connection dropped \
+             before the handshake ({} such drops so far)\"",
+            n + 1
+        );
+    }
+}
+
+/// One client connection: TLS (if configured), then HTTP until the
+/// request is answered or upgraded, all within the connection's deadline.
+async fn connection(active: Arc<Active>, tcp: TcpStream, ctx: ConnContext) {
+    let _ = tcp.set_nodelay(true);
+    let ctx = Arc::new(ctx);
+    let peer = ctx.peer;
+    match &active.tls {
+        Some(acceptor) => match timeout_at(ctx.deadline.get(), acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => http(tls, ctx).await,
+            Ok(Err(e)) => log::debug!("client={peer} TLS handshake failed: {e}"),
+            Err(_) => handshake_timed_out(&ctx, "TLS handshake"),
+        },
+        None => http(tcp, ctx).await,
+    }
+}
+
+/// The one line for a connection cut at its deadline (a slowloris, or a
+/// client that connects and says nothing).
+fn handshake_timed_out(ctx: &ConnContext, phase: &str) {
+    log::info!(
+        "refused client={} reason=\"handshake timed out\" detail=\"{phase} not complete \
+         within {:?} (handshake_timeout)\"",
+        ctx.peer,
+        ctx.config.limits.handshake_timeout
+    );
+}
+
+async fn http<I>(io: I, ctx: Arc<ConnContext>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = ctx.peer;
+    let handshake_timeout = ctx.config.limits.handshake_timeout;
+    let handler_ctx = ctx.clone();
+    let service = service_fn(move |req| http::handle(req, handler_ctx.clone()));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .max_buf_size(MAX_HTTP_BUFFER)
+        // keep_alive(false) would make hyper answer the upgrade with
+        // "Connection: Upgrade, close", which strict WebSocket clients
+        // (tungstenite) refuse. The whole HTTP phase is still bounded by
+        // the connection's deadline below, and MS-KKDCP answers close
+        // the connection.
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        match timeout_at(ctx.deadline.get(), conn.as_mut()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) if e.is_timeout() => {
+                handshake_timed_out(&ctx, "HTTP request");
+                break;
+            }
+            Ok(Err(e)) => {
+                log::debug!("client={peer} HTTP error: {e}");
+                break;
+            }
+            // The deadline may have moved while we waited.
+            Err(_) if ctx.deadline.get() > Instant::now() => continue,
+            Err(_) => {
+                handshake_timed_out(&ctx, "HTTP request");
+                break;
+            }
         }
     }
+}
 
-    async fn http<I>(&self, io: I, ctx: Arc<ConnContext>, deadline: Instant)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let client = ctx.client;
-        let service = service_fn(move |req| http::handle(req, ctx.clone()));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.limits.handshake_timeout)
-            .max_buf_size(MAX_HTTP_BUFFER)
-            // keep_alive(false) would make hyper answer the upgrade with
-            // "Connection: Upgrade, close", which strict WebSocket clients
-            // (tungstenite) refuse. The whole HTTP phase is still bounded
-            // by the handshake deadline below.
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        match timeout_at(deadline, conn).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::debug!("client={client} HTTP error: {e}"),
-            Err(_) => log::debug!("client={client} handshake timed out (HTTP)"),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_only_move_later() {
+        let now = Instant::now();
+        let d = Deadline::new(now + Duration::from_secs(5));
+        d.extend_to(now + Duration::from_secs(1));
+        assert_eq!(d.get(), now + Duration::from_secs(5));
+        d.extend_to(now + Duration::from_secs(9));
+        assert_eq!(d.get(), now + Duration::from_secs(9));
     }
 }

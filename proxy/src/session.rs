@@ -5,9 +5,15 @@
 //! is looked at (strictly in order, one reply message per request). Any
 //! refusal closes the connection with the documented close code; nothing
 //! refused is forwarded.
+//!
+//! When the proxy shuts down, a session waiting for a record closes with
+//! 1001 at once; one in the middle of an exchange finishes it, sends the
+//! reply, then closes with 1001.
 
+use crate::client::Client;
 use crate::exchange::{self, Refusal};
-use crate::logfmt::Value;
+use crate::http::Admitted;
+use crate::metrics::Transport;
 use crate::server::ConnContext;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -40,56 +46,48 @@ const LINGER_MAX_BYTES: usize = 1024 * 1024;
 const LINGER_QUIET: Duration = Duration::from_millis(200);
 
 /// Runs one WebSocket session on an upgraded connection.
-pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>) {
+pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>, admitted: Admitted) {
     let limits = &ctx.config.limits;
+    let client = admitted.client;
     let mut ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
         Some(limits.websocket_config()),
     )
     .await;
-    log::debug!("session client={} service={service} open", ctx.client);
-    if ctx.slot.overloaded {
-        refuse(
-            &mut ws,
-            &ctx,
-            service,
-            Refusal::new(
-                close::OVERLOADED,
-                format!(
-                    "{} connections open (max_connections)",
-                    limits.max_connections
-                ),
-            ),
-        )
-        .await;
+    log::debug!("session client={client} service={service} open");
+    if let Some(refusal) = admitted.refusal.clone() {
+        refuse(&mut ws, &ctx, &client, service, refusal).await;
         return;
     }
-    let end = records(&mut ws, service, &ctx).await;
+    let end = records(&mut ws, service, &ctx, &client).await;
     match end {
         End::ClientClosed => {
-            log::debug!(
-                "session client={} service={service} closed by client",
-                ctx.client
-            )
+            log::debug!("session client={client} service={service} closed by client")
         }
-        End::Gone(why) => log::debug!(
-            "session client={} service={service} ended: {why}",
-            ctx.client
-        ),
+        End::Gone(why) => log::debug!("session client={client} service={service} ended: {why}"),
         End::Idle => {
-            log::debug!(
-                "session client={} service={service} idle: closing",
-                ctx.client
-            );
+            log::debug!("session client={client} service={service} idle: closing");
             close_with(&mut ws, close::NORMAL, limits.send_timeout, false).await;
         }
-        End::Refused(refusal) => refuse(&mut ws, &ctx, service, refusal).await,
+        End::ShuttingDown => {
+            log::debug!("session client={client} service={service} closing: shutting down");
+            close_with(&mut ws, close::GOING_AWAY, limits.send_timeout, false).await;
+        }
+        End::Refused(refusal) => refuse(&mut ws, &ctx, &client, service, refusal).await,
         End::Broken(refusal) => {
-            log_refusal(&ctx, service, &refusal);
+            exchange::log_refusal(
+                &ctx.shared,
+                &client,
+                service,
+                Transport::WebSocket,
+                &refusal,
+                None,
+            );
             close_with(&mut ws, refusal.close, limits.send_timeout, true).await;
         }
     }
+    drop(admitted);
 }
 
 /// Why the record loop stopped.
@@ -100,6 +98,8 @@ enum End {
     Gone(String),
     /// No record in progress for the idle timeout.
     Idle,
+    /// The proxy is shutting down.
+    ShuttingDown,
     /// A refusal to send as a close frame.
     Refused(Refusal),
     /// A refusal after a WebSocket-level error: the stream may be in the
@@ -108,8 +108,9 @@ enum End {
 }
 
 /// Reads records and answers them until the connection must end.
-async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext) -> End {
+async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Client) -> End {
     let limits = &ctx.config.limits;
+    let mut shutdown = ctx.shared.shutdown_signal();
     let mut deframer = Deframer::new(limits.max_record_size);
     let mut completed: Vec<Vec<u8>> = Vec::new();
     // When the last record finished (or the session began).
@@ -121,7 +122,14 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext) -> End {
             Some(t) => t + limits.record_timeout,
             None => last_activity + limits.idle_timeout,
         };
-        let message = match timeout_at(deadline, ws.next()).await {
+        if shutdown.is_set() {
+            return End::ShuttingDown;
+        }
+        let next = tokio::select! {
+            n = timeout_at(deadline, ws.next()) => n,
+            () = shutdown.wait() => return End::ShuttingDown,
+        };
+        let message = match next {
             Err(_) if partial_since.is_some() => {
                 return End::Refused(Refusal::new(
                     close::REQUEST_TIMEOUT,
@@ -156,7 +164,22 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext) -> End {
         // Records completed before a framing error are answered first:
         // they came first.
         for record in completed.drain(..) {
-            let reply = match exchange::run(&ctx.config, ctx.client, service, &record).await {
+            if !ctx.take_request() {
+                return End::Refused(Refusal::new(
+                    close::RATE_LIMITED,
+                    format!(
+                        "over {} requests per second (max_requests_per_second)",
+                        limits.max_requests_per_second
+                    ),
+                ));
+            }
+            let request = exchange::Request {
+                service,
+                transport: Transport::WebSocket,
+                record: &record,
+                target_realm: None,
+            };
+            let reply = match exchange::run(&ctx.shared, &ctx.config, client, request).await {
                 Ok(reply) => reply,
                 Err(refusal) => return End::Refused(refusal),
             };
@@ -219,25 +242,22 @@ fn read_error(e: WsError) -> End {
 }
 
 /// Logs a refusal at warn and closes with its code.
-async fn refuse(ws: &mut Ws, ctx: &ConnContext, service: Service, refusal: Refusal) {
-    log_refusal(ctx, service, &refusal);
-    close_with(ws, refusal.close, ctx.config.limits.send_timeout, false).await;
-}
-
-/// The one warn line of a refusal.
-fn log_refusal(ctx: &ConnContext, service: Service, refusal: &Refusal) {
-    let request = refusal
-        .request
-        .as_ref()
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default();
-    log::warn!(
-        "refused client={} service={service} close={} reason={}{request} detail={}",
-        ctx.client,
-        refusal.close.code,
-        Value(refusal.close.reason),
-        Value(&refusal.detail)
+async fn refuse(
+    ws: &mut Ws,
+    ctx: &ConnContext,
+    client: &Client,
+    service: Service,
+    refusal: Refusal,
+) {
+    exchange::log_refusal(
+        &ctx.shared,
+        client,
+        service,
+        Transport::WebSocket,
+        &refusal,
+        None,
     );
+    close_with(ws, refusal.close, ctx.config.limits.send_timeout, false).await;
 }
 
 /// Sends a close frame, waits (bounded) for the client's, then shuts the

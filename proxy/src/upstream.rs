@@ -8,10 +8,17 @@
 //! whole reply by `reply_timeout`, the reply's size by `max_reply_size`.
 //! One TCP connection carries one exchange (the MIT KDC closes after one
 //! reply anyway).
+//!
+//! For a realm with `udp`, each KDC address is asked over UDP first
+//! ([`crate::udp`], bounded by `udp_timeout`); when that brings no reply,
+//! or the reply is KRB_ERR_RESPONSE_TOO_BIG, the same address is asked
+//! over TCP.
 
 use crate::addr::{Host, ServerAddr};
 use crate::limits::Limits;
+use crate::udp;
 use krb5_wss_proto::framing::{self, FramingError, HEADER_LEN};
+use krb5_wss_proto::kerberos::{krb_error_code, KRB_ERR_RESPONSE_TOO_BIG};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +36,8 @@ pub struct Reply {
     pub framed: Vec<u8>,
     /// The address that answered.
     pub server: SocketAddr,
+    /// How it answered: "tcp" or "udp".
+    pub protocol: &'static str,
 }
 
 /// Why one server did not answer.
@@ -52,6 +61,10 @@ pub enum AttemptError {
     BadReply(FramingError),
     /// No whole reply within the reply timeout.
     ReplyTimeout,
+    /// UDP: the request could not be sent or the reply not received.
+    Udp(io::Error),
+    /// UDP: no reply within the UDP timeout.
+    UdpTimeout,
 }
 
 impl fmt::Display for AttemptError {
@@ -66,6 +79,8 @@ impl fmt::Display for AttemptError {
             AttemptError::Closed => f.write_str("closed without a reply"),
             AttemptError::BadReply(e) => write!(f, "bad reply: {e}"),
             AttemptError::ReplyTimeout => f.write_str("no reply in time"),
+            AttemptError::Udp(e) => write!(f, "udp: {e}"),
+            AttemptError::UdpTimeout => f.write_str("udp: no reply in time"),
         }
     }
 }
@@ -98,6 +113,7 @@ pub async fn forward(
     servers: &[ServerAddr],
     request: &[u8],
     limits: &Limits,
+    use_udp: bool,
 ) -> Result<Reply, Failure> {
     let framed_request = framing::encode(request);
     let mut failure = Failure::default();
@@ -110,11 +126,32 @@ pub async fn forward(
             }
         };
         for address in addresses {
+            if use_udp {
+                match udp::exchange(address, request, limits).await {
+                    Ok(datagram) if krb_error_code(&datagram) == Some(KRB_ERR_RESPONSE_TOO_BIG) => {
+                        log::debug!(
+                            "upstream {server} ({address}) udp: response too big, trying tcp"
+                        );
+                    }
+                    Ok(datagram) => {
+                        return Ok(Reply {
+                            framed: framing::encode(&datagram),
+                            server: address,
+                            protocol: "udp",
+                        })
+                    }
+                    Err(e) => {
+                        log::debug!("upstream {server} ({address}) failed: {e}; trying tcp");
+                        failure.attempts.push((format!("udp/{address}"), e));
+                    }
+                }
+            }
             match exchange(address, &framed_request, limits).await {
                 Ok(framed) => {
                     return Ok(Reply {
                         framed,
                         server: address,
+                        protocol: "tcp",
                     })
                 }
                 Err(e) => {
@@ -245,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_and_returns_the_framed_reply() {
         let kdc = fake_kdc(framing::encode(b"reply")).await;
-        let reply = forward(&[server(kdc)], b"request", &limits())
+        let reply = forward(&[server(kdc)], b"request", &limits(), false)
             .await
             .unwrap();
         assert_eq!(reply.framed, framing::encode(b"reply"));
@@ -256,7 +293,7 @@ mod tests {
     async fn falls_over_to_the_next_server() {
         let dead = closed_port().await;
         let kdc = fake_kdc(framing::encode(b"reply")).await;
-        let reply = forward(&[server(dead), server(kdc)], b"request", &limits())
+        let reply = forward(&[server(dead), server(kdc)], b"request", &limits(), false)
             .await
             .unwrap();
         assert_eq!(reply.server, kdc);
@@ -271,6 +308,7 @@ mod tests {
             &[server(dead), server(silent), server(big)],
             b"request",
             &limits(),
+            false,
         )
         .await
         .unwrap_err();
@@ -291,9 +329,58 @@ mod tests {
         reply.truncate(6);
         let kdc = fake_kdc(reply).await;
         // The fake holds the connection open: this is a timeout, not EOF.
-        let err = forward(&[server(kdc)], b"request", &limits())
+        let err = forward(&[server(kdc)], b"request", &limits(), false)
             .await
             .unwrap_err();
         assert!(matches!(err.attempts[0].1, AttemptError::ReplyTimeout));
+    }
+
+    #[tokio::test]
+    async fn udp_first_then_tcp_on_response_too_big() {
+        use krb5_wss_proto::samples;
+        // A TCP KDC and, on the same port, a UDP KDC that answers
+        // RESPONSE_TOO_BIG.
+        let kdc = fake_kdc(framing::encode(b"reply")).await;
+        let sock = tokio::net::UdpSocket::bind(kdc).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"request", "UDP carries no length prefix");
+            let too_big = samples::krb_error(52, "A.ORG");
+            sock.send_to(&too_big, from).await.unwrap();
+        });
+        let reply = forward(&[server(kdc)], b"request", &limits(), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.protocol, reply.framed),
+            ("tcp", framing::encode(b"reply"))
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_reply_is_framed() {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let (_, from) = sock.recv_from(&mut buf).await.unwrap();
+            sock.send_to(b"datagram reply", from).await.unwrap();
+        });
+        let reply = forward(&[server(addr)], b"request", &limits(), true)
+            .await
+            .unwrap();
+        assert_eq!(reply.protocol, "udp");
+        assert_eq!(reply.framed, framing::encode(b"datagram reply"));
+    }
+
+    #[tokio::test]
+    async fn silent_udp_falls_back_to_tcp() {
+        // Nothing listens on UDP at the TCP KDC's port.
+        let kdc = fake_kdc(framing::encode(b"reply")).await;
+        let reply = forward(&[server(kdc)], b"request", &limits(), true)
+            .await
+            .unwrap();
+        assert_eq!(reply.protocol, "tcp");
     }
 }

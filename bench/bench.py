@@ -1,0 +1,961 @@
+"""krb5-wss benchmarks: run by bench/run (which installs and builds first).
+
+Builds a k5test realm and starts, on loopback with their own ports:
+  - the MIT KDC (k5test), reached directly over TCP: the floor;
+  - krb5-wss-proxy in front of it, with the plugin as client;
+  - kdcproxy under gunicorn with TLS, with MIT's native https:// client;
+  - websockify in front of the KDC, with the plugin as client;
+  - a second proxy in front of a canned KRB-ERROR responder (section C);
+  - a fresh proxy for the idle-connection memory (section D).
+Then runs sections A-E (and P, the profiles, with --profile), prints the
+table with PASS/MISS against each target, and writes table.txt and
+results.json under target/bench/<time>/. Every process started is stopped,
+also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("KRB5_WSS_TARGET_DIR", ROOT / "target" / "release"))
+PLUGIN_SO = TARGET / "libkrb5_wss.so"
+PROXY_BIN = TARGET / "krb5-wss-proxy"
+LOADGEN_BIN = TARGET / "krb5-wss-loadgen"
+REALM = "KRBTEST.COM"
+N_SERVICES = 50
+GUNICORN_WORKERS = 2  # the machine's cores; the proxy's runtime uses as many
+
+PATHS = ["direct", "wss", "kkdcp", "websockify"]
+PATH_LABEL = {
+    "direct": "direct TCP (floor)",
+    "wss": "krb5-wss (plugin+proxy)",
+    "kkdcp": "KKDCP (MIT https+kdcproxy)",
+    "websockify": "websockify + plugin",
+}
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Processes: everything started is registered and stopped at the end.
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.files: list = []
+
+    def start(self, name: str, cmd: list[str], logdir: Path, env: dict | None = None,
+              stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+        logf = open(logdir / f"{name}.log", "w")
+        self.files.append(logf)
+        p = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=logf,
+                             env=env if env is not None else os.environ.copy(),
+                             start_new_session=True, text=True)
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 5) -> None:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        for f in (p.stdin, p.stdout):
+            if f:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def stop_all(self) -> None:
+        for _, p in reversed(self.procs):
+            self.stop(p)
+        for f in self.files:
+            f.close()
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def read_listen_line(proc: subprocess.Popen, what: str, timeout: float = 20) -> int:
+    """Reads 'listening on SCHEME://IP:PORT' from the process's stdout."""
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    line = result[0] if result else ""
+    m = re.search(r"listening on \S*?:(\d+)", line)
+    if not m:
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return int(m.group(1))
+
+
+_next_port = [21000 + (os.getpid() * 53) % 18000]
+
+
+def free_ports(count: int = 1) -> int:
+    while True:
+        base = _next_port[0]
+        _next_port[0] += count + 1
+        if _next_port[0] > 60000:
+            _next_port[0] = 21000
+        ok = True
+        for i in range(count):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(socket.AF_INET, kind)
+                try:
+                    s.bind(("127.0.0.1", base + i))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            return base
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """utime+stime (+ reaped children's, and live children's) of a process."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15]) / tck
+    except (OSError, IndexError):
+        return 0.0
+    if children:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == pid:
+                total += cpu_seconds(int(d.name), children=False)
+    return total
+
+
+def vm_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+# ---------------------------------------------------------------------------
+# Certificates (a throwaway CA and a server certificate for localhost)
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=krb5-wss bench CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    (d / "server.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d)
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+# ---------------------------------------------------------------------------
+# Client side: krb5.conf per path, and commands run in a private mount
+# namespace where libkrb5's locate-plugin directory is a directory of ours.
+
+
+def libkrb5_plugin_dir() -> str:
+    libdir = subprocess.run(["pkg-config", "--variable=libdir", "krb5"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    return os.path.join(libdir, "krb5", "plugins", "libkrb5")
+
+
+def write_krb5_conf(path: Path, kdc_lines: list[str], extra_realm: dict[str, str] | None = None,
+                    libdefaults: dict[str, str] | None = None) -> Path:
+    lines = ["[libdefaults]", f"\tdefault_realm = {REALM}", "\tdns_lookup_kdc = false",
+             "\tdns_lookup_realm = false", "\trdns = false"]
+    for k, v in (libdefaults or {}).items():
+        lines.append(f"\t{k} = {v}")
+    lines += ["[realms]", f"\t{REALM} = {{"]
+    for kdc in kdc_lines:
+        lines.append(f"\t\tkdc = {kdc}")
+    for k, v in (extra_realm or {}).items():
+        lines.append(f"\t\t{k} = {v}")
+    lines += ["\t}", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Client:
+    """One client configuration: a krb5.conf, a ccache, and the plugin
+    directory to bind-mount (the built plugin, or an empty directory)."""
+
+    def __init__(self, name: str, work: Path, conf: Path, plugin_dir: Path):
+        self.name = name
+        self.dir = work / f"client-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.plugin_dir = plugin_dir
+        self.ccache = self.dir / "ccache"
+        self.tgt = self.dir / "tgt.ccache"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "KRB5_CONFIG": str(conf),
+            "KRB5CCNAME": f"FILE:{self.ccache}",
+            "KRB5RCACHEDIR": str(self.dir),
+            "KRB5_WSS_LOG": "warn",
+            "LANG": "C.UTF-8",
+        }
+
+    def ns(self, cmd: list[str]) -> list[str]:
+        script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        return ["unshare", "-Urm", "sh", "-c", script, "sh", str(self.plugin_dir),
+                LIBKRB5_PLUGIN_DIR, *cmd]
+
+    def timeloop(self, cmd: list[str], reps: int, stdin: str | None = None,
+                 copy: tuple[Path, Path] | None = None, wrap: list[str] | None = None,
+                 timeout: float = 600, with_cpu: bool = False):
+        """Runs `cmd` `reps` times inside the namespace (one namespace for all
+        of them) and returns each run's wall time in seconds (and, with
+        `with_cpu`, also each run's CPU time)."""
+        spec = {"cmd": (wrap or []) + cmd, "reps": reps, "input": stdin,
+                "copy": [str(copy[0]), str(copy[1])] if copy else None}
+        full = self.ns([sys.executable, str(Path(__file__).resolve()), "--timeloop",
+                        json.dumps(spec)])
+        p = subprocess.run(full, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"{self.name}: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        return (r["wall"], r["cpu"]) if with_cpu else r["wall"]
+
+
+def timeloop_main(spec_json: str) -> int:
+    """Inside the namespace: run the command `reps` times; print each run's
+    wall time and CPU time (user + system, from wait4) in seconds."""
+    spec = json.loads(spec_json)
+    wall, cpu = [], []
+    for _ in range(spec["reps"]):
+        if spec["copy"]:
+            shutil.copyfile(spec["copy"][0], spec["copy"][1])
+        with tempfile.TemporaryFile("w+") as err:
+            t0 = time.perf_counter()
+            p = subprocess.Popen(spec["cmd"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=err, text=True)
+            if spec["input"]:
+                p.stdin.write(spec["input"])
+            p.stdin.close()
+            _, status, ru = os.wait4(p.pid, 0)
+            dt = time.perf_counter() - t0
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode != 0:
+                err.seek(0)
+                sys.stderr.write(err.read())
+                return 1
+        wall.append(dt)
+        cpu.append(ru.ru_utime + ru.ru_stime)
+    print(json.dumps({"wall": wall, "cpu": cpu}))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The bench
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}x" if x == x else "-"
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.sections = set(args.only.upper().split(",")) if args.only else set("ABCDE")
+        if args.profile:
+            self.sections.add("P")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = ROOT / "target" / "bench" / stamp
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="krb5-wss-bench-"))
+        self.logs = self.out / "logs"
+        self.logs.mkdir()
+        self.procs = Procs()
+        self.results: dict = {"quick": self.quick, "sections": sorted(self.sections)}
+        self.lines: list[str] = []
+        self.targets: list[tuple[str, str, str, bool | None]] = []
+        self.realm = None
+
+    # -- output ---------------------------------------------------------
+
+    def say(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def target(self, key: str, goal: str, measured: str, ok: bool | None) -> None:
+        self.targets.append((key, goal, measured, ok))
+
+    # -- setup ----------------------------------------------------------
+
+    def machine(self) -> dict:
+        cpu = "?"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+        def pkg(name):
+            p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
+                               capture_output=True, text=True)
+            return p.stdout.strip() or "?"
+
+        load = os.getloadavg()
+        return {
+            "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "mit_krb5": pkg("krb5-kdc"), "kdcproxy": pkg("python3-kdcproxy"),
+            "gunicorn": pkg("gunicorn"), "websockify": pkg("websockify"),
+            "rustc": subprocess.run(["rustc", "--version"], capture_output=True,
+                                    text=True).stdout.strip() if shutil.which("rustc") else "?",
+            "loadavg_at_start": [round(x, 2) for x in load],
+        }
+
+    def setup(self) -> None:
+        from k5test import K5Realm
+
+        for f in (PLUGIN_SO, PROXY_BIN, LOADGEN_BIN):
+            if not f.exists():
+                raise RuntimeError(f"{f} is missing: run bench/run (it builds first)")
+        self.pki = make_pki(self._mkdir("pki"))
+        self.plugin_dir = self._mkdir("plugins")
+        shutil.copy(PLUGIN_SO, self.plugin_dir / "krb5_wss.so")
+        self.empty_dir = self._mkdir("no-plugins")
+
+        log("building the realm (k5test)")
+        portbase = free_ports(6)
+        self.realm = K5Realm(realm=REALM, portbase=portbase, start_kadmind=False,
+                             get_creds=False)
+        self.kdc_port = portbase
+        self.kdc_pid = self.realm._kdc_proc.pid
+        self.user = self.realm.user_princ
+        self.password = self.realm.password("user")
+        cmds = [f"modprinc +requires_preauth {self.user}", "addprinc -randkey loadgen"]
+        cmds += [f"addprinc -randkey svc{i}/localhost" for i in range(N_SERVICES)]
+        self.realm.run([self.realm.kadmin_local], input="\n".join(cmds) + "\n")
+
+        # krb5-wss proxy -> KDC. Its defaults, except the per-connection
+        # request rate when the proxy has one: B's single kvno sends 50
+        # requests in well under a second on one pooled connection (whether
+        # the defaults allow that is checked and reported apart, below).
+        ab_limits = (["--max-requests-per-second", "1000"]
+                     if self.proxy_supports("--max-requests-per-second") else [])
+        self.proxy, self.proxy_port = self.start_proxy("proxy", f"127.0.0.1:{self.kdc_port}",
+                                                       *ab_limits)
+        self.proxy_default, self.proxy_default_port = self.start_proxy(
+            "proxy-defaults", f"127.0.0.1:{self.kdc_port}")
+        # kdcproxy under gunicorn with TLS
+        conf = self.work / "kdcproxy.conf"
+        conf.write_text(f"[global]\nuse_dns = false\n\n[{REALM}]\n"
+                        f"kerberos = kerberos+tcp://127.0.0.1:{self.kdc_port}\n")
+        self.kkdcp_port = free_ports(1)
+        env = dict(os.environ, KDCPROXY_CONFIG=str(conf))
+        self.gunicorn = self.procs.start(
+            "gunicorn",
+            ["gunicorn", "--workers", str(GUNICORN_WORKERS), "--certfile", str(self.pki["cert"]),
+             "--keyfile", str(self.pki["key"]), "--bind", f"127.0.0.1:{self.kkdcp_port}",
+             "--log-level", "warning", "kdcproxy:application"],
+            self.logs, env=env)
+        wait_port(self.kkdcp_port, self.gunicorn, "gunicorn")
+        # websockify -> KDC
+        self.wsfy_port = free_ports(1)
+        self.websockify = self.procs.start(
+            "websockify",
+            ["websockify", "--ssl-only", "--cert", str(self.pki["cert"]), "--key",
+             str(self.pki["key"]), f"127.0.0.1:{self.wsfy_port}", f"127.0.0.1:{self.kdc_port}"],
+            self.logs)
+        wait_port(self.wsfy_port, self.websockify, "websockify")
+
+        anchors = {"http_anchors": f"FILE:{self.pki['ca']}"}
+        confs = self._mkdir("conf")
+        self.clients = {
+            "direct": Client("direct", self.work, write_krb5_conf(
+                confs / "direct.conf", [f"127.0.0.1:{self.kdc_port}"],
+                libdefaults={"udp_preference_limit": "1"}), self.empty_dir),
+            "wss": Client("wss", self.work, write_krb5_conf(
+                confs / "wss.conf", [f"wss://localhost:{self.proxy_port}/kdc"], anchors),
+                self.plugin_dir),
+            "kkdcp": Client("kkdcp", self.work, write_krb5_conf(
+                confs / "kkdcp.conf", [f"https://localhost:{self.kkdcp_port}/KdcProxy"],
+                anchors), self.empty_dir),
+            "wss-defaults": Client("wss-defaults", self.work, write_krb5_conf(
+                confs / "wss-defaults.conf", [f"wss://localhost:{self.proxy_default_port}/kdc"],
+                anchors), self.plugin_dir),
+            "websockify": Client("websockify", self.work, write_krb5_conf(
+                confs / "websockify.conf", [f"wss://localhost:{self.wsfy_port}/kdc"], anchors),
+                self.plugin_dir),
+            # Section E: a realm the plugin does not own, with and without it.
+            "e-without": Client("e-without", self.work, confs / "direct.conf", self.empty_dir),
+            "e-with": Client("e-with", self.work, confs / "direct.conf", self.plugin_dir),
+        }
+        # Every path must work before anything is timed; a TGT per path for B.
+        for name, c in self.clients.items():
+            c.timeloop(["kinit", self.user], 1, stdin=self.password + "\n")
+            shutil.copyfile(c.ccache, c.tgt)
+            if name in PATHS:
+                c.timeloop(["kvno", "svc0/localhost"], 1, copy=(c.tgt, c.ccache))
+        log("every path works: " + ", ".join(PATHS))
+        # Does a proxy with its default limits serve B's kvno?
+        c = self.clients["wss-defaults"]
+        try:
+            c.timeloop(["kvno"] + [f"svc{i}/localhost" for i in range(N_SERVICES)], 1,
+                       copy=(c.tgt, c.ccache))
+            self.defaults_note = (f"a proxy with its default limits serves one kvno of "
+                                  f"{N_SERVICES} tickets: yes")
+            ok = True
+        except RuntimeError as e:
+            last = [ln for ln in str(e).splitlines() if ln.strip()][-1]
+            self.defaults_note = (f"a proxy with its default limits serves one kvno of "
+                                  f"{N_SERVICES} tickets: NO ({last.strip()})")
+            ok = False
+        self.target("B", f"default proxy limits allow one kvno of {N_SERVICES} tickets",
+                    "yes" if ok else "no: refused (see note)", ok)
+        self.procs.stop(self.proxy_default)
+
+    def _mkdir(self, name: str) -> Path:
+        d = self.work / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def proxy_supports(self, flag: str) -> bool:
+        if not hasattr(self, "_proxy_help"):
+            self._proxy_help = subprocess.run([str(PROXY_BIN), "--help"], capture_output=True,
+                                              text=True).stdout
+        return flag in self._proxy_help
+
+    def bench_limits(self) -> list[str]:
+        """Limits raised for the capacity and memory runs (C, D), which use
+        persistent connections far busier, and far more of them from one
+        address, than a real client's; only flags this proxy has."""
+        wanted = [("--max-connections", "20000"), ("--max-connections-per-address", "20000"),
+                  ("--max-requests-per-second", "1000000"), ("--idle-timeout", "300s")]
+        out: list[str] = []
+        for flag, value in wanted:
+            if self.proxy_supports(flag):
+                out += [flag, value]
+        return out
+
+    def start_proxy(self, name: str, upstream: str, *extra: str):
+        p = self.procs.start(
+            name,
+            [str(PROXY_BIN), "--listen", "127.0.0.1:0", "--cert", str(self.pki["cert"]),
+             "--key", str(self.pki["key"]), "--realm", f"{REALM}={upstream}", *extra],
+            self.logs, stdout=subprocess.PIPE)
+        return p, read_listen_line(p, name)
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+        if self.realm is not None:
+            try:
+                self.realm.stop()
+            except Exception as e:  # noqa: BLE001 - best effort at teardown
+                log(f"realm stop: {e}")
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            log(f"kept {self.work}")
+
+    # -- A and B ----------------------------------------------------------
+
+    def section_ab(self, key: str) -> None:
+        reps = 3 if self.quick else 7
+        if key == "A":
+            title = f"A. cold: 20 sequential kinit processes (password, preauth); {reps} runs"
+            unit = "per kinit"
+        else:
+            title = (f"B. warm: one kvno process asking for {N_SERVICES} service tickets; "
+                     f"{reps} runs")
+            unit = "per ticket"
+        log(title)
+        runs: dict[str, list[float]] = {p: [] for p in PATHS}
+        for r in range(reps + 1):  # run 0 warms caches and is not counted
+            order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]
+            for p in order:
+                c = self.clients[p]
+                if key == "A":
+                    t = sum(c.timeloop(["kinit", self.user], 20, stdin=self.password + "\n"))
+                else:
+                    t = c.timeloop(["kvno"] + [f"svc{i}/localhost" for i in range(N_SERVICES)],
+                                   1, copy=(c.tgt, c.ccache))[0]
+                if r:
+                    runs[p].append(t)
+        per = 20 if key == "A" else N_SERVICES
+        d = median(runs["direct"])
+        self.say(title)
+        self.say(f"  {'path':<30}{'median':>9}{'min':>9}{'max':>9}{unit:>12}{'x direct':>10}")
+        res = {}
+        for p in PATHS:
+            m = median(runs[p])
+            res[p] = {"runs_s": runs[p], "median_s": m, "ratio": m / d}
+            self.say(f"  {PATH_LABEL[p]:<30}{m:>8.3f}s{min(runs[p]):>8.3f}s{max(runs[p]):>8.3f}s"
+                     f"{m / per * 1000:>9.2f} ms{fmt_ratio(m / d):>10}")
+        self.say()
+        self.results[key] = res
+        w, k = res["wss"]["median_s"], res["kkdcp"]["median_s"]
+        if key == "A":
+            self.target("A", "krb5-wss within 1.5x direct TCP", fmt_ratio(w / d), w / d <= 1.5)
+            self.target("A", "krb5-wss no slower than KKDCP",
+                        f"{w / k:.2f}x KKDCP's time", w <= k)
+        else:
+            self.target("B", "krb5-wss within 1.3x direct TCP", fmt_ratio(w / d), w / d <= 1.3)
+            self.target("B", "krb5-wss at least 2x faster than KKDCP",
+                        f"{k / w:.2f}x faster", k / w >= 2)
+
+    # -- C ----------------------------------------------------------------
+
+    def loadgen(self, mode: str, target: str, clients: int, seconds: float,
+                principal: str = "loadgen", watch: dict[str, int] | None = None) -> dict:
+        cmd = [str(LOADGEN_BIN), "run", "--mode", mode, "--target", target, "--clients",
+               str(clients), "--seconds", str(seconds), "--warmup", "0.5",
+               "--realm", REALM, "--principal", principal, "--ca", str(self.pki["ca"])]
+        before = {k: cpu_seconds(pid) for k, pid in (watch or {}).items()}
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=seconds + 90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise RuntimeError(f"loadgen {mode} {target} did not finish")
+        if p.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {err}")
+        r = json.loads(out.strip().splitlines()[-1])
+        cpu = {k: cpu_seconds(pid) - before[k] for k, pid in (watch or {}).items()}
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # The loadgen's own CPU time (the only child reaped meanwhile).
+        cpu["loadgen"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        r["cpu_s"] = cpu
+        r["server_cpu_us_per_exchange"] = {
+            k: (v * 1e6 / (r["rate"] * (seconds + 0.5)) if r["rate"] else None)
+            for k, v in cpu.items()}
+        return r
+
+    def section_c(self) -> None:
+        seconds = 1.5 if self.quick else 4.0
+        reps = 1 if self.quick else 2
+        levels = [1, 16, 256]
+        log(f"C. capacity: {seconds} s windows, {reps} run(s) per cell")
+        # The canned responder and a proxy in front of it.
+        resp = self.procs.start("responder", [str(LOADGEN_BIN), "responder", "--listen",
+                                              "127.0.0.1:0", "--realm", REALM,
+                                              "--max-seconds", "3600"],
+                                self.logs, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+        resp_port = read_listen_line(resp, "responder")
+        canned, canned_port = self.start_proxy("proxy-canned", f"127.0.0.1:{resp_port}",
+                                               *self.bench_limits())
+        # The A/B proxy keeps its defaults; capacity runs use one with the
+        # per-connection and per-address limits raised.
+        cap, cap_port = self.start_proxy("proxy-capacity", f"127.0.0.1:{self.kdc_port}",
+                                         *self.bench_limits())
+        kdc = self.kdc_pid
+        rows = [
+            ("kdc", "KDC direct (TCP, conn/exchange)", "tcp", f"127.0.0.1:{self.kdc_port}",
+             levels, {"kdc": kdc}),
+            ("wss", "krb5-wss proxy -> KDC", "wss", f"wss://localhost:{cap_port}/kdc",
+             levels, {"kdc": kdc, "proxy": cap.pid}),
+            ("kkdcp", "kdcproxy (gunicorn) -> KDC", "kkdcp",
+             f"https://localhost:{self.kkdcp_port}/KdcProxy", levels,
+             {"kdc": kdc, "gunicorn": self.gunicorn.pid}),
+            ("websockify", "websockify -> KDC", "wss", f"wss://localhost:{self.wsfy_port}/kdc",
+             [1, 16], {"kdc": kdc, "websockify": self.websockify.pid}),
+            ("canned", "krb5-wss proxy -> canned", "wss", f"wss://localhost:{canned_port}/kdc",
+             levels, {"proxy": canned.pid, "responder": resp.pid}),
+        ]
+        cells: dict[str, dict[int, list[dict]]] = {r[0]: {n: [] for n in r[4]} for r in rows}
+        for _ in range(reps):
+            for n in levels:
+                for key, _, mode, target, lv, watch in rows:
+                    if n in lv:
+                        cells[key][n].append(self.loadgen(mode, target, n, seconds, watch=watch))
+        self.say(f"C. capacity: AS-REQ (no preauth, answered with an AS-REP; fresh nonce each), "
+                 f"sequential exchanges per client, {seconds:g} s window, {reps} run(s)")
+        self.say(f"  {'target':<34}{'clients':>8}{'exch/s':>9}{'(min-max)':>16}{'p50 ms':>8}"
+                 f"{'p99 ms':>8}{'x KDC':>7}{'err':>5}{'stall':>6}  CPU us/exchange")
+        res: dict = {}
+        kdc_rate = {n: median([r["rate"] for r in cells["kdc"][n]]) for n in levels}
+        for key, label, _, _, lv, _ in rows:
+            res[key] = {}
+            for n in lv:
+                runs = cells[key][n]
+                rates = [r["rate"] for r in runs]
+                m = median(rates)
+                best = min(runs, key=lambda r: abs(r["rate"] - m))
+                cpu = ", ".join(f"{k} {v:.0f}" for k, v in
+                                best["server_cpu_us_per_exchange"].items() if v is not None)
+                errors = sum(r["errors"] for r in runs)
+                stalled = sum(r.get("stalled", 0) for r in runs)
+                res[key][n] = {"rate_median": m, "runs": runs, "ratio_kdc": m / kdc_rate[n]}
+                self.say(f"  {label:<34}{n:>8}{m:>9.0f}{f'({min(rates):.0f}-{max(rates):.0f})':>16}"
+                         f"{best['p50_us'] / 1000:>8.2f}{best['p99_us'] / 1000:>8.2f}"
+                         f"{m / kdc_rate[n]:>7.2f}{errors:>5}{stalled:>6}  {cpu}")
+                if errors:
+                    self.say(f"    first error: {best['first_error'] or runs[0]['first_error']}")
+        canned_cpu = [r["server_cpu_us_per_exchange"]["proxy"] for n in levels
+                       for r in cells["canned"][n] if r["server_cpu_us_per_exchange"]["proxy"]]
+        if canned_cpu:
+            c = min(canned_cpu)
+            self.say(f"  the proxy's own limit, from its CPU time per exchange against the canned "
+                     f"responder ({c:.0f} us at best): about {1e6 / c:.0f} exchanges/s per core")
+        self.say("  err: exchanges failed; stall: clients still inside one exchange 5 s after the "
+                 "window (a SYN retransmitted after a listen backlog overflowed)")
+        self.say()
+        self.results["C"] = res
+        w16, k16 = res["wss"][16]["rate_median"], kdc_rate[16]
+        kk16 = res["kkdcp"][16]["rate_median"]
+        self.target("C", "proxy >= 90% of the KDC's direct rate at 16 clients",
+                    f"{100 * w16 / k16:.0f}% ({w16:.0f} vs {k16:.0f}/s)", w16 >= 0.9 * k16)
+        self.target("C", "proxy >= 10x kdcproxy's rate at 16 clients",
+                    f"{w16 / kk16:.1f}x ({w16:.0f} vs {kk16:.0f}/s)", w16 >= 10 * kk16)
+        self.procs.stop(canned)
+        self.procs.stop(cap)
+        self.procs.stop(resp)
+
+    # -- D ----------------------------------------------------------------
+
+    def section_d(self) -> None:
+        n = 2000 if self.quick else 10000
+        log(f"D. memory: {n} idle wss connections")
+        proxy, port = self.start_proxy("proxy-idle", f"127.0.0.1:{self.kdc_port}",
+                                       *self.bench_limits())
+        url = f"wss://localhost:{port}/kdc"
+        # One real exchange first, so TLS, the runtime and the upstream path
+        # are set up before the baseline.
+        self.loadgen("wss", url, 1, 0.3)
+        time.sleep(0.5)
+        base = vm_rss_kib(proxy.pid)
+        p = subprocess.Popen([str(LOADGEN_BIN), "idle", "--target", url, "--ca",
+                              str(self.pki["ca"]), "--connections", str(n), "--parallel", "64",
+                              "--hold-seconds", "120"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            line = p.stdout.readline()
+            opened = json.loads(line) if line.strip() else {"open": 0, "failed": n}
+            time.sleep(1.0)
+            loaded = vm_rss_kib(proxy.pid)
+            p.stdin.write("\n")
+            p.stdin.flush()
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        time.sleep(2.0)
+        after = vm_rss_kib(proxy.pid)
+        self.procs.stop(proxy)
+        open_n = opened["open"]
+        per = (loaded - base) / open_n if open_n else float("nan")
+        self.say(f"D. proxy memory with {open_n} idle wss connections "
+                 f"({opened.get('failed', 0)} failed to open; opened in "
+                 f"{opened.get('seconds', 0):.1f} s)")
+        self.say(f"  VmRSS before {base / 1024:.1f} MiB, with them {loaded / 1024:.1f} MiB, "
+                 f"2 s after closing {after / 1024:.1f} MiB")
+        self.say(f"  per idle connection: {per:.1f} KiB")
+        if opened.get("first_error"):
+            self.say(f"  first error: {opened['first_error']}")
+        self.say()
+        self.results["D"] = {"connections": open_n, "failed": opened.get("failed"),
+                             "rss_before_kib": base, "rss_loaded_kib": loaded,
+                             "rss_after_close_kib": after, "per_connection_kib": per}
+        self.target("D", "under 64 KiB per idle connection",
+                    f"{per:.1f} KiB ({open_n} connections)", per < 64 and open_n == n)
+
+    # -- E ----------------------------------------------------------------
+
+    def callgrind_total(self, client: Client, cmd: list[str], stdin: str | None,
+                        out: Path) -> int:
+        client.timeloop(cmd, 1, stdin=stdin,
+                        wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+        raise RuntimeError(f"no totals in {out}")
+
+    def section_e(self) -> None:
+        blocks = 3 if self.quick else 10
+        per_block = 10
+        log(f"E. plugin cost for a realm it does not own: {blocks * per_block} kinit each way")
+        without: list[float] = []
+        with_: list[float] = []
+        cpu_without: list[float] = []
+        cpu_with: list[float] = []
+        for b in range(blocks):
+            pair = [("e-without", without, cpu_without), ("e-with", with_, cpu_with)]
+            if b % 2:
+                pair.reverse()
+            for name, acc, cacc in pair:
+                w, c = self.clients[name].timeloop(["kinit", self.user], per_block,
+                                                   stdin=self.password + "\n", with_cpu=True)
+                acc += w
+                cacc += c
+        mw, mo = median(with_), median(without)
+        overhead = (mw - mo) / mo
+        # Instruction counts (deterministic): one kinit under callgrind each way.
+        ir_o = self.callgrind_total(self.clients["e-without"], ["kinit", self.user],
+                                    self.password + "\n", self.out / "callgrind.kinit-without")
+        ir_w = self.callgrind_total(self.clients["e-with"], ["kinit", self.user],
+                                    self.password + "\n", self.out / "callgrind.kinit-with")
+        # The lookup itself, in a loop (init + lookup(kdc, UDP) + fini).
+        micro = self.work / "locate_micro"
+        subprocess.run(["gcc", "-O2", "-o", str(micro), str(ROOT / "bench" / "locate_micro.c"),
+                        *subprocess.run(["pkg-config", "--cflags", "--libs", "krb5"],
+                                        capture_output=True, text=True,
+                                        check=True).stdout.split(), "-ldl"],
+                       check=True, capture_output=True)
+        # Five processes: dlopen happens once per process, and varies.
+        micro_runs = []
+        for _ in range(5):
+            m = subprocess.run([str(micro), str(PLUGIN_SO), REALM,
+                                "10000" if self.quick else "50000"],
+                               env=self.clients["e-with"].env, capture_output=True, text=True,
+                               check=True)
+            micro_runs.append(json.loads(m.stdout))
+        micro_r = {k: median([r[k] for r in micro_runs])
+                   for k in ("dlopen_us", "first_lookup_us", "lookup_ns")}
+        micro_r["runs"] = micro_runs
+        self.say(f"E. plugin cost for a realm it does not own (kdc = 127.0.0.1:PORT), "
+                 f"{len(with_)} kinit each way, both in the same kind of namespace")
+        self.say(f"  kinit median without plugin {mo * 1000:.2f} ms "
+                 f"(p10-p90 {pct(without, 10) * 1000:.2f}-{pct(without, 90) * 1000:.2f}), "
+                 f"with {mw * 1000:.2f} ms ({pct(with_, 10) * 1000:.2f}-{pct(with_, 90) * 1000:.2f})"
+                 f": {100 * overhead:+.1f}%")
+        co, cw = median(cpu_without), median(cpu_with)
+        self.say(f"  kinit CPU time (user+sys) median without {co * 1000:.2f} ms, with "
+                 f"{cw * 1000:.2f} ms: {100 * (cw - co) / co:+.1f}%")
+        self.say(f"  instructions per kinit (callgrind): without {ir_o / 1e6:.2f} M, "
+                 f"with {ir_w / 1e6:.2f} M: {100 * (ir_w - ir_o) / ir_o:+.2f}%")
+        self.say(f"  plugin alone (median of 5 processes): dlopen {micro_r['dlopen_us']:.0f} us "
+                 f"and first lookup {micro_r['first_lookup_us']:.0f} us once per process; then "
+                 f"init+lookup+fini {micro_r['lookup_ns']:.0f} ns per lookup")
+        self.say()
+        self.results["E"] = {"without_s": without, "with_s": with_, "overhead": overhead,
+                             "cpu_without_s": cpu_without, "cpu_with_s": cpu_with,
+                             "ir_without": ir_o, "ir_with": ir_w, "micro": micro_r}
+        self.target("E", "plugin costs under 5% of a kinit (non-owned realm)",
+                    f"wall {100 * overhead:+.1f}%, instructions "
+                    f"{100 * (ir_w - ir_o) / ir_o:+.2f}%", overhead < 0.05)
+
+    # -- P: profiles --------------------------------------------------------
+
+    def section_p(self) -> None:
+        log("P. profiles: the plugin under callgrind (kvno, 50 tickets), the proxy under perf")
+        self.say("P. profiles (files in " + str(self.out) + ")")
+        c = self.clients["wss"]
+        out = self.out / "callgrind.kvno-wss"
+        c.timeloop(["kvno"] + [f"svc{i}/localhost" for i in range(N_SERVICES)], 1,
+                   copy=(c.tgt, c.ccache),
+                   wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+        self.say("  plugin (kvno of 50 tickets over krb5-wss, callgrind, all threads):")
+        for line in callgrind_summary(out, self.out / "callgrind.kvno-wss.txt"):
+            self.say("    " + line)
+        # The proxy under load from 16 clients, against the canned responder
+        # (so the proxy is the whole server side), sampled with perf.
+        resp = self.procs.start("responder-p", [str(LOADGEN_BIN), "responder", "--listen",
+                                                "127.0.0.1:0", "--realm", REALM],
+                                self.logs, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+        rport = read_listen_line(resp, "responder")
+        proxy, port = self.start_proxy("proxy-perf", f"127.0.0.1:{rport}", *self.bench_limits())
+        data = self.out / "perf.proxy.data"
+        perf = self.procs.start("perf", ["perf", "record", "-F", "999", "-g", "-o", str(data),
+                                         "-p", str(proxy.pid)], self.logs)
+        time.sleep(0.5)
+        r = self.loadgen("wss", f"wss://localhost:{port}/kdc", 16, 4.0)
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=30)
+        self.procs.stop(proxy)
+        self.procs.stop(resp)
+        self.say(f"  proxy (16 clients -> canned responder, {r['rate']:.0f} exch/s; perf, "
+                 "self time):")
+        for sort, limit, head in (("dso", "2", "by object"), ("dso,sym", "1.5", "top symbols")):
+            rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio",
+                                  "--sort", sort, "--percent-limit", limit, "-g", "none"],
+                                 capture_output=True, text=True)
+            (self.out / f"perf.proxy.{sort.replace(',', '-')}.txt").write_text(
+                rep.stdout + rep.stderr)
+            self.say(f"    {head}:")
+            for line in rep.stdout.splitlines():
+                if line.strip() and not line.startswith("#"):
+                    self.say("      " + " ".join(line.split()))
+        # The proxy's user-space instructions, under callgrind (much slower,
+        # so the rate is not representative; the shares are).
+        resp = self.procs.start("responder-cg", [str(LOADGEN_BIN), "responder", "--listen",
+                                                 "127.0.0.1:0", "--realm", REALM],
+                                self.logs, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+        rport = read_listen_line(resp, "responder")
+        out = self.out / "callgrind.proxy"
+        p = self.procs.start(
+            "proxy-callgrind",
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(PROXY_BIN),
+             "--listen", "127.0.0.1:0", "--cert", str(self.pki["cert"]), "--key",
+             str(self.pki["key"]), "--realm", f"{REALM}=127.0.0.1:{rport}",
+             *self.bench_limits()],
+            self.logs, stdout=subprocess.PIPE)
+        port = read_listen_line(p, "proxy under callgrind", timeout=120)
+        r = self.loadgen("wss", f"wss://localhost:{port}/kdc", 16, 3.0)
+        self.procs.stop(p, timeout=60)
+        self.procs.stop(resp)
+        self.say(f"  proxy under callgrind (16 clients -> canned, {r['rate']:.0f} exch/s under "
+                 "valgrind), user space:")
+        for line in callgrind_summary(out, self.out / "callgrind.proxy.txt"):
+            self.say("    " + line)
+        self.say()
+
+    # -- run --------------------------------------------------------------
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        self.results["machine"] = mach = self.machine()
+        self.say(f"krb5-wss benchmarks, {datetime.datetime.now():%Y-%m-%d %H:%M}"
+                 f"{' (--quick)' if self.quick else ''}")
+        self.say(f"  {mach['cpu']}, {mach['cores']} cores, kernel {mach['kernel']}, "
+                 f"load average at start {mach['loadavg_at_start'][0]}")
+        self.say(f"  MIT krb5 {mach['mit_krb5']}, kdcproxy {mach['kdcproxy']}, gunicorn "
+                 f"{mach['gunicorn']} ({GUNICORN_WORKERS} sync workers, TLS), websockify "
+                 f"{mach['websockify']}, {mach['rustc']}")
+        self.say()
+        self.setup()
+        for key, fn in (("A", lambda: self.section_ab("A")), ("B", lambda: self.section_ab("B")),
+                        ("C", self.section_c), ("D", self.section_d), ("E", self.section_e),
+                        ("P", self.section_p)):
+            if key in self.sections:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    log(f"section {key} failed: {e}")
+                    self.say(f"{key}. FAILED: {e}")
+                    self.say()
+                    self.target(key, "section ran", f"failed: {e}".splitlines()[0], False)
+        if getattr(self, "defaults_note", None):
+            self.say("Note: " + self.defaults_note)
+            self.say()
+        self.say("Targets")
+        for key, goal, measured, ok in self.targets:
+            verdict = "PASS" if ok else ("MISS" if ok is False else "-")
+            self.say(f"  {key}  {verdict:<5}{goal:<54}{measured}")
+        load = os.getloadavg()
+        self.say(f"\n  (load average at the end {load[0]:.2f}; took "
+                 f"{time.monotonic() - t0:.0f} s; results in {self.out})")
+        self.results["targets"] = [
+            {"section": k, "goal": g, "measured": m, "pass": ok} for k, g, m, ok in self.targets]
+        (self.out / "table.txt").write_text("\n".join(self.lines) + "\n")
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        return 0
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))] if s else float("nan")
+
+
+def callgrind_summary(out: Path, txt: Path) -> list[str]:
+    """Top functions by exclusive cost, and the cost per shared object."""
+    rep = subprocess.run(["callgrind_annotate", "--threshold=100", str(out)],
+                         capture_output=True, text=True).stdout
+    txt.write_text(rep)
+    total = 0
+    by_obj: dict[str, int] = {}
+    funcs: list[tuple[int, str]] = []
+    for line in rep.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?PROGRAM TOTALS", line)
+        if m:
+            total = int(m.group(1).replace(",", ""))
+            continue
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)\s+\[([^\]]+)\]\s*$", line)
+        if m:
+            ir = int(m.group(1).replace(",", ""))
+            obj = os.path.basename(m.group(3))
+            by_obj[obj] = by_obj.get(obj, 0) + ir
+            funcs.append((ir, f"{m.group(2)} [{obj}]"))
+    lines = [f"total {total / 1e6:.1f} M instructions"]
+    for obj, ir in sorted(by_obj.items(), key=lambda kv: -kv[1])[:8]:
+        lines.append(f"{100 * ir / max(total, 1):5.1f}%  {obj}")
+    lines.append("top functions (exclusive):")
+    for ir, name in sorted(funcs, reverse=True)[:15]:
+        lines.append(f"{100 * ir / max(total, 1):5.1f}%  {name[:110]}")
+    return lines
+
+
+LIBKRB5_PLUGIN_DIR = ""
+
+
+def main() -> int:
+    global LIBKRB5_PLUGIN_DIR
+    if len(sys.argv) == 3 and sys.argv[1] == "--timeloop":
+        return timeloop_main(sys.argv[2])
+    ap = argparse.ArgumentParser(description="krb5-wss benchmarks (run through bench/run)")
+    ap.add_argument("--quick", action="store_true", help="fewer runs, shorter windows")
+    ap.add_argument("--profile", action="store_true", help="also run section P (profiles)")
+    ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,P")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    LIBKRB5_PLUGIN_DIR = libkrb5_plugin_dir()
+    bench = Bench(args)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return bench.run()
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        bench.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+//! Counters and gauges, rendered in the Prometheus text exposition format
+//! (version 0.0.4) for the metrics listener.
+//!
+//! Everything is a fixed set of atomics: recording never allocates or
+//! blocks, and the set of label values is closed (no label comes from a
+//! client), so the output is bounded.
+
+use crate::admission::Admission;
+use krb5_wss_proto::{close, Service};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How a request reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket (`/kdc`, `/kpasswd`).
+    WebSocket,
+    /// An MS-KKDCP `POST`.
+    Kkdcp,
+}
+
+impl Transport {
+    /// The name used in logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Kkdcp => "kkdcp",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const SERVICES: [Service; 2] = [Service::Kdc, Service::Kpasswd];
+const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Kkdcp];
+const RESULTS: [&str; 2] = ["ok", "failed"];
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn service_index(s: Service) -> usize {
+    match s {
+        Service::Kdc => 0,
+        Service::Kpasswd => 1,
+    }
+}
+
+/// The proxy's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    dropped: AtomicU64,
+    /// [service][transport][result]
+    exchanges: [[[AtomicU64; 2]; 2]; 2],
+    /// One counter per entry of `close::ALL`.
+    refusals: [AtomicU64; 16],
+    origin_refusals: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    reloads: [AtomicU64; 2],
+}
+
+impl Metrics {
+    /// A new set, all zero.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// A connection was accepted (TCP).
+    pub fn connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was dropped at accept time (no place even to refuse);
+    /// returns how many were dropped before this one.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A request was forwarded; `ok` when a server answered, after
+    /// `elapsed` upstream.
+    pub fn exchange(&self, service: Service, transport: Transport, ok: bool, elapsed: Duration) {
+        self.exchanges[service_index(service)][transport.index()][usize::from(!ok)]
+            .fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A request or connection was refused with `code`.
+    pub fn refusal(&self, code: close::CloseCode) {
+        if let Some(i) = close::ALL.iter().position(|c| c.code == code.code) {
+            if let Some(c) = self.refusals.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A request was refused for its `Origin`.
+    pub fn origin_refusal(&self) {
+        self.origin_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A configuration reload ended.
+    pub fn reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition, with the gauges read from `admission`.
+    pub fn render(&self, admission: &Admission, shutting_down: bool) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Writing to a String cannot fail.
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_info Build information.\n\
+             # TYPE krb5_wss_proxy_info gauge\n\
+             krb5_wss_proxy_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_connections_total Client connections accepted (TCP).\n\
+             # TYPE krb5_wss_proxy_connections_total counter\n\
+             krb5_wss_proxy_connections_total {}",
+            get(&self.connections)
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_connections_open Client connections open, within the limit.\n\
+             # TYPE krb5_wss_proxy_connections_open gauge\n\
+             krb5_wss_proxy_connections_open {}\n\
+             # HELP krb5_wss_proxy_connections_overflow Connections over the limit, being refused.\n\
+             # TYPE krb5_wss_proxy_connections_overflow gauge\n\
+             krb5_wss_proxy_connections_overflow {}\n\
+             # HELP krb5_wss_proxy_client_addresses Client addresses (IPv6: /64) with connections open.\n\
+             # TYPE krb5_wss_proxy_client_addresses gauge\n\
+             krb5_wss_proxy_client_addresses {}",
+            admission.open(),
+            admission.overflowing(),
+            admission.addresses()
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_connections_dropped_total Connections closed at once, over every limit.\n\
+             # TYPE krb5_wss_proxy_connections_dropped_total counter\n\
+             krb5_wss_proxy_connections_dropped_total {}",
+            get(&self.dropped)
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_exchanges_total Requests forwarded upstream, by outcome.\n\
+             # TYPE krb5_wss_proxy_exchanges_total counter"
+        );
+        for s in SERVICES {
+            for t in TRANSPORTS {
+                for (ri, r) in RESULTS.iter().enumerate() {
+                    let _ = writeln!(
+                        w,
+                        "krb5_wss_proxy_exchanges_total{{service=\"{s}\",transport=\"{t}\",result=\"{r}\"}} {}",
+                        get(&self.exchanges[service_index(s)][t.index()][ri])
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_refusals_total Requests or connections refused, by close code.\n\
+             # TYPE krb5_wss_proxy_refusals_total counter"
+        );
+        for (i, c) in close::ALL.iter().enumerate() {
+            if c.code == close::NORMAL.code {
+                continue;
+            }
+            let n = self.refusals.get(i).map(get).unwrap_or(0);
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_refusals_total{{code=\"{}\",reason=\"{}\"}} {n}",
+                c.code, c.reason
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_origin_refusals_total Requests refused (HTTP 403) for their Origin.\n\
+             # TYPE krb5_wss_proxy_origin_refusals_total counter\n\
+             krb5_wss_proxy_origin_refusals_total {}",
+            get(&self.origin_refusals)
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_upstream_in_flight Upstream exchanges in progress.\n\
+             # TYPE krb5_wss_proxy_upstream_in_flight gauge\n\
+             krb5_wss_proxy_upstream_in_flight {}",
+            admission.upstream_in_flight()
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_upstream_seconds Time from a forwarded request to its reply (or failure).\n\
+             # TYPE krb5_wss_proxy_upstream_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += get(&self.buckets[i]);
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_upstream_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(
+            w,
+            "krb5_wss_proxy_upstream_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             krb5_wss_proxy_upstream_seconds_sum {}\n\
+             krb5_wss_proxy_upstream_seconds_count {count}",
+            get(&self.latency_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_reloads_total Configuration reloads (SIGHUP), by outcome.\n\
+             # TYPE krb5_wss_proxy_reloads_total counter\n\
+             krb5_wss_proxy_reloads_total{{result=\"ok\"}} {}\n\
+             krb5_wss_proxy_reloads_total{{result=\"failed\"}} {}",
+            get(&self.reloads[0]),
+            get(&self.reloads[1])
+        );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_shutting_down 1 while draining after SIGTERM.\n\
+             # TYPE krb5_wss_proxy_shutting_down gauge\n\
+             krb5_wss_proxy_shutting_down {}",
+            u8::from(shutting_down)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_code_has_a_counter() {
+        assert!(close::ALL.len() <= Metrics::new().refusals.len());
+    }
+
+    #[test]
+    fn render_counts() {
+        let m = Metrics::new();
+        let a = Admission::new();
+        m.connection();
+        m.exchange(
+            Service::Kdc,
+            Transport::Kkdcp,
+            true,
+            Duration::from_millis(3),
+        );
+        m.exchange(
+            Service::Kdc,
+            Transport::WebSocket,
+            false,
+            Duration::from_secs(60),
+        );
+        m.refusal(close::REALM_NOT_SERVED);
+        m.reload(false);
+        let _held = a.upstream(5);
+        let text = m.render(&a, false);
+        for line in [
+            "krb5_wss_proxy_connections_total 1",
+            "krb5_wss_proxy_exchanges_total{service=\"kdc\",transport=\"kkdcp\",result=\"ok\"} 1",
+            "krb5_wss_proxy_exchanges_total{service=\"kdc\",transport=\"websocket\",result=\"failed\"} 1",
+            "krb5_wss_proxy_refusals_total{code=\"4403\",reason=\"realm not served\"} 1",
+            "krb5_wss_proxy_upstream_seconds_bucket{le=\"0.0025\"} 0",
+            "krb5_wss_proxy_upstream_seconds_bucket{le=\"0.005\"} 1",
+            "krb5_wss_proxy_upstream_seconds_bucket{le=\"+Inf\"} 2",
+            "krb5_wss_proxy_upstream_seconds_count 2",
+            "krb5_wss_proxy_upstream_in_flight 1",
+            "krb5_wss_proxy_reloads_total{result=\"failed\"} 1",
+            "krb5_wss_proxy_shutting_down 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line is "name{labels} value" or "name value".
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            assert_eq!(
+                l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>().is_ok()),
+                Some(true),
+                "{l}"
+            );
+        }
+    }
+}

@@ -1,0 +1,91 @@
+"""Stand-in upstream servers on loopback for the proxy tests: a KDC that
+accepts and never answers, and one that answers late. Each runs in a
+thread, serves a bounded number of connections, and is closed by the test
+(context managers)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class _Server:
+    def __init__(self, max_connections: int = 64):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        self.accepted = 0
+        self._max = max_connections
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        for c in self._conns:
+            c.close()
+        self.sock.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set() and self.accepted < self._max:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted += 1
+            self._conns.append(conn)
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class SilentKdc(_Server):
+    """Accepts TCP connections, reads what comes, never answers."""
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                if not conn.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+
+class LateKdc(_Server):
+    """Reads one framed request, waits `delay` seconds, answers `reply`
+    (raw bytes, framing included)."""
+
+    def __init__(self, delay: float, reply: bytes):
+        super().__init__()
+        self.delay = delay
+        self.reply = reply
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            header = conn.recv(4)
+            n = int.from_bytes(header, "big")
+            got = b""
+            while len(got) < n:
+                chunk = conn.recv(n - len(got))
+                if not chunk:
+                    return
+                got += chunk
+            time.sleep(self.delay)
+            conn.sendall(self.reply)
+        except OSError:
+            pass

@@ -1,0 +1,260 @@
+"""Each limit of krb5-wss-proxy triggered on purpose, with the documented
+close code (or HTTP status) and one log line, and a well-behaved client
+served right after. Also: memory stays bounded under a flood.
+
+(Garbage, oversized records, huge length claims, unconfigured realms and
+an unreachable KDC are in test_proxy.py's refusal table.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+
+import pytest
+import websockets
+
+from conftest import tls_proxy_args
+from standins import SilentKdc
+from test_proxy import (
+    as_req,
+    assert_preauth_required,
+    client_ssl,
+    expect_close,
+    frame,
+    recv,
+    run,
+    served,
+    user_of,
+    wait_for_log,
+    ws_connect,
+)
+
+
+def refused_line(code: int, service: str = "kdc") -> str:
+    return rf"refused client=127\.0\.0\.1:\d+ service={service} transport=websocket close={code} "
+
+
+def test_too_many_connections_from_one_address_is_4429(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--max-connections-per-address", "2"))
+
+    async def go():
+        async with ws_connect(proxy, pki) as a, ws_connect(proxy, pki) as b:
+            async with ws_connect(proxy, pki) as third:
+                await expect_close(third, 4429)
+            # The two within the limit are unaffected.
+            for ws in (a, b):
+                await ws.send(frame(as_req(user_of(realm), realm.name)))
+                assert_preauth_required(await recv(ws))
+        await asyncio.sleep(0.2)
+        await served(proxy, pki, realm)
+
+    run(go())
+    line = wait_for_log(proxy, refused_line(4429) + r"reason=\"too many requests\" "
+                                                    r"detail=.*max_connections_per_address")
+    assert proxy.log().count("close=4429") == 1, line.string
+
+
+def test_request_rate_is_4429(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--max-requests-per-second", "2"))
+
+    async def go():
+        async with ws_connect(proxy, pki) as ws:
+            user = user_of(realm)
+            await ws.send(b"".join(frame(as_req(user, realm.name, n)) for n in range(3)))
+            assert_preauth_required(await recv(ws))
+            assert_preauth_required(await recv(ws))
+            await expect_close(ws, 4429)
+        await served(proxy, pki, realm)
+
+    run(go())
+    wait_for_log(proxy, refused_line(4429) + r".*max_requests_per_second")
+    # The third request was never forwarded.
+    assert proxy.log().count(" exchange client=") == 3
+
+
+def test_kdc_slow_is_4502_after_the_reply_timeout(start_proxy, pki, realm):
+    with SilentKdc() as silent:
+        proxy = start_proxy(tls_proxy_args(
+            pki, realm, "--realm", f"SLOW.ORG={silent.addr}", "--reply-timeout", "0.5"))
+
+        async def go():
+            async with ws_connect(proxy, pki) as ws:
+                await ws.send(frame(as_req("user", "SLOW.ORG")))
+                elapsed = await expect_close(ws, 4502)
+                assert 0.4 < elapsed < 3, elapsed
+            await served(proxy, pki, realm)
+
+        run(go())
+        assert silent.accepted == 1
+    wait_for_log(proxy, r"exchange .* realm=SLOW\.ORG .*result=failed error=.*no reply in time")
+    wait_for_log(proxy, refused_line(4502))
+
+
+def test_upstream_exchange_limit_is_4503(start_proxy, pki, realm):
+    with SilentKdc() as silent:
+        proxy = start_proxy(tls_proxy_args(
+            pki, realm, "--realm", f"SLOW.ORG={silent.addr}", "--reply-timeout", "1",
+            "--max-upstream-exchanges", "1"))
+
+        async def go():
+            async with ws_connect(proxy, pki) as slow, ws_connect(proxy, pki) as other:
+                await slow.send(frame(as_req("user", "SLOW.ORG")))
+                await asyncio.sleep(0.2)  # the slow exchange holds the only place
+                await other.send(frame(as_req(user_of(realm), realm.name)))
+                await expect_close(other, 4503)
+                await expect_close(slow, 4502)
+            await served(proxy, pki, realm)
+
+        run(go())
+    wait_for_log(proxy, refused_line(4503) + r"reason=overloaded .*max_upstream_exchanges")
+
+
+def test_slowloris_headers_are_cut_at_the_handshake_timeout(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--handshake-timeout", "1"))
+    ctx = client_ssl(pki)
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            request = b"GET /kdc HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            closed = False
+            for b in request:  # one byte every 100 ms: never a whole request
+                try:
+                    s.sendall(bytes([b]))
+                except (OSError, ssl.SSLError):
+                    closed = True
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - start > 4:
+                    break
+            if not closed:
+                s.settimeout(3)
+                try:
+                    assert s.recv(1) == b""
+                except (ConnectionResetError, ssl.SSLError):
+                    pass
+    assert time.monotonic() - start < 4
+    run(served(proxy, pki, realm))
+    wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ reason=\"handshake timed out\" "
+                        r"detail=\"HTTP request not complete within 1s \(handshake_timeout\)\"")
+
+
+def test_disallowed_origin_is_403_and_allowed_one_served(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--allow-origin", "https://app.example.com"))
+
+    async def go():
+        for origin in ("https://evil.example", "null", "https://app.example.com.evil.example"):
+            with pytest.raises(websockets.InvalidStatus) as info:
+                async with websockets.connect(proxy.url(), ssl=client_ssl(pki), origin=origin,
+                                              subprotocols=["binary"], open_timeout=5):
+                    pass
+            assert info.value.response.status_code == 403
+        async with websockets.connect(proxy.url(), ssl=client_ssl(pki),
+                                      origin="https://app.example.com",
+                                      subprotocols=["binary"], open_timeout=5) as ws:
+            await ws.send(frame(as_req(user_of(realm), realm.name)))
+            assert_preauth_required(await recv(ws))
+        await served(proxy, pki, realm)  # no Origin at all
+
+    run(go())
+    log = wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ service=kdc transport=websocket "
+                              r"http=403 reason=\"origin not allowed\" origin=https://evil\.example")
+    assert log.string.count("origin not allowed") == 3
+    assert log.string.count(" exchange client=") == 2
+
+
+def test_origin_refused_by_default(proxy_default):
+    proxy, pki, realm = proxy_default
+
+    async def go():
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(proxy.url(), ssl=client_ssl(pki),
+                                          origin="https://intranet.example",
+                                          subprotocols=["binary"], open_timeout=5):
+                pass
+        assert info.value.response.status_code == 403
+        await served(proxy, pki, realm)
+
+    run(go())
+
+
+@pytest.fixture
+def proxy_default(start_proxy, pki, realm):
+    return start_proxy(tls_proxy_args(pki, realm)), pki, realm
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# The flood: FLOOD connections each hold a partial record just under the
+# record limit, others claim huge lengths, on a proxy that admits at most
+# MAX_CONNECTIONS at once. RSS must stay under RSS_BOUND_MIB.
+FLOOD = 300
+MAX_CONNECTIONS = 200
+RECORD_LIMIT = 32 * 1024
+RSS_BOUND_MIB = 96
+
+
+def test_memory_stays_bounded_under_a_flood(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(
+        pki, realm, "--max-connections", str(MAX_CONNECTIONS),
+        "--max-connections-per-address", "1000", "--max-record-size", str(RECORD_LIMIT),
+        "--record-timeout", "20", "--handshake-timeout", "5"),
+        env={"KRB5_WSS_PROXY_LOG": "info"})
+    run(served(proxy, pki, realm))
+    base = rss_kib(proxy.proc.pid)
+    peak = base
+
+    async def hold_partial(i: int, held: list):
+        try:
+            ws = await ws_connect(proxy, pki)
+        except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError):
+            return  # refused or dropped: over the limits
+        held.append(ws)
+        try:
+            # A record claiming the limit, 7/8 of it sent.
+            await ws.send(RECORD_LIMIT.to_bytes(4, "big") + b"\x6a" * (RECORD_LIMIT * 7 // 8))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def huge_claim():
+        try:
+            async with ws_connect(proxy, pki) as ws:
+                await ws.send(b"\x7f\xff\xff\xff" + b"\x00" * 1000)
+                await expect_close(ws, 4413)
+        except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError,
+                websockets.ConnectionClosed):
+            pass
+
+    async def go():
+        nonlocal peak
+        held: list = []
+        # Bounded loop: FLOOD connections in batches, then 100 huge claims.
+        for start in range(0, FLOOD, 50):
+            await asyncio.gather(*(hold_partial(i, held) for i in range(start, start + 50)))
+            peak = max(peak, rss_kib(proxy.proc.pid))
+        await asyncio.sleep(0.5)
+        still_open = [ws for ws in held if ws.close_code is None]
+        # The limit held: those over it were told 4503 (or dropped).
+        assert MAX_CONNECTIONS - 5 <= len(still_open) <= MAX_CONNECTIONS, len(still_open)
+        for _ in range(2):
+            await asyncio.gather(*(huge_claim() for _ in range(50)))
+            peak = max(peak, rss_kib(proxy.proc.pid))
+        await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+        await asyncio.sleep(0.5)
+        await served(proxy, pki, realm)
+
+    run(go())
+    print(f"proxy RSS: {base} KiB before the flood, peak {peak} KiB")
+    assert peak < RSS_BOUND_MIB * 1024, f"RSS {peak} KiB over {RSS_BOUND_MIB} MiB"
+    assert proxy.alive()
+    log = proxy.log()
+    assert re.search(r"close=4503 reason=overloaded", log)
