@@ -34,7 +34,6 @@ fn main() {
     println!("cargo:rerun-if-changed=src/sys.h");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=src/ffi.rs");
-    println!("cargo:rerun-if-changed=src/hooks_ffi.rs");
 
     // Link against libkrb5 as pkg-config describes it.
     for flag in pkg_config(&["--libs"]).split_whitespace() {

@@ -307,8 +307,9 @@ class Proxy:
         t.join(max(0.0, deadline - time.monotonic()))
         line = result[0] if result else ""
         if not line.startswith("listening on "):
+            log = self.log()
             self.stop()
-            raise RuntimeError(f"proxy did not start: {line!r}\n{self.log()}")
+            raise RuntimeError(f"proxy did not start: {line!r}\n{log}")
         return line.split()[2]
 
     def url(self, path: str = "/kdc", host: str = "localhost", scheme: str = "wss") -> str:

@@ -1,0 +1,84 @@
+"""`meson setup` + `meson install --destdir`: files land where they must.
+
+Runs the real meson build (which builds through cargo, sharing the default
+`target/` dir, so it is incremental after `cargo build --release`) and
+installs into a temp dir; nothing outside the temp dir changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def _pkg_config_libdir() -> str:
+    return _run(["pkg-config", "--variable=libdir", "krb5"]).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(destdir, build dir) after `meson setup` and `meson install --destdir`."""
+    tmp = tmp_path_factory.mktemp("meson")
+    build, dest = tmp / "build", tmp / "dest"
+    env = dict(os.environ)
+    if "KRB5_WSS_TARGET_DIR" in env and "CARGO_TARGET_DIR" not in env:
+        # Same artefacts the other tests use: <target>/release -> <target>.
+        env["CARGO_TARGET_DIR"] = str(Path(env["KRB5_WSS_TARGET_DIR"]).parent)
+    _run(["meson", "setup", str(build), str(ROOT)], env=env)
+    _run(["meson", "install", "-C", str(build), "--destdir", str(dest)], env=env, timeout=1800)
+    return dest, build
+
+
+def _options(build: Path) -> dict[str, str]:
+    opts = json.loads(_run(["meson", "introspect", "--buildoptions", str(build)]).stdout)
+    return {o["name"]: o["value"] for o in opts}
+
+
+def _under(dest: Path, path: str) -> Path:
+    return dest / path.lstrip("/")
+
+
+def test_files_land_at_the_expected_paths(installed):
+    dest, build = installed
+    opts = _options(build)
+    prefix = opts["prefix"]
+    plugin = _under(dest, f"{_pkg_config_libdir()}/krb5/plugins/libkrb5/krb5_wss.so")
+    proxy = _under(dest, f"{prefix}/{opts['bindir']}/krb5-wss-proxy")
+    header = _under(dest, f"{prefix}/{opts['includedir']}/krb5_wss.h")
+
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    assert files == sorted([plugin, proxy, header]), "installed files: " + ", ".join(
+        str(p.relative_to(dest)) for p in files
+    )
+
+    # The plugin is where MIT libkrb5 looks for locate modules, exports the
+    # module table, and is not executable.
+    assert plugin.stat().st_mode & 0o777 == 0o644
+    symbols = _run(["nm", "-D", "--defined-only", str(plugin)]).stdout.split()
+    assert "service_locator" in symbols
+
+    # The proxy runs.
+    assert proxy.stat().st_mode & 0o111
+    out = _run([str(proxy), "--help"], timeout=30).stdout
+    assert "--listen" in out
+
+    # The header is the checked-in one.
+    assert header.read_bytes() == (ROOT / "include" / "krb5_wss.h").read_bytes()
+
+
+def test_meson_test_runs_the_suite(installed):
+    _, build = installed
+    tests = json.loads(_run(["meson", "introspect", "--tests", str(build)]).stdout)
+    assert [t["name"] for t in tests] == ["scripts/test"]
