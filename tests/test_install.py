@@ -82,3 +82,21 @@ def test_meson_test_runs_the_suite(installed):
     _, build = installed
     tests = json.loads(_run(["meson", "introspect", "--tests", str(build)]).stdout)
     assert [t["name"] for t in tests] == ["scripts/test"]
+
+
+def test_hooks_example_built_by_meson(installed, realm, start_proxy, pki, plugin_dir, tmp_path):
+    """The C program meson builds from examples/hooks_client.c (header only:
+    krb5_wss_install_hooks) gets a TGT and service tickets over wss."""
+    from conftest import tls_proxy_args, wss_client
+
+    _, build = installed
+    exe = build / "krb5-wss-hooks-example"
+    assert exe.exists()
+    needed = _run(["readelf", "-d", str(exe)]).stdout
+    assert "[krb5_wss.so]" in needed and "krb5/plugins/libkrb5" in needed, needed
+    proxy = start_proxy(tls_proxy_args(pki, realm))
+    client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c")
+    r = client.run([str(exe), realm.user, realm.password, realm.host_princ, "3"])
+    assert r.returncode == 0, r.output
+    assert "hooks installed" in r.stdout and "TGT ok" in r.stdout and "service tickets ok: 3" in r.stdout
+    assert "send hook carries the request over wss" in r.stderr, r.stderr
