@@ -402,13 +402,17 @@ impl Relay {
     }
 
     /// Serves one libkrb5 TCP connection: records in, records out.
-    fn serve(&self, mut sock: TcpStream) {
+    fn serve(&self, sock: TcpStream) {
         let _ = sock.set_nodelay(true);
         let _ = sock.set_read_timeout(Some(self.target.request_timeout));
         let _ = sock.set_write_timeout(Some(self.target.request_timeout));
+        // libkrb5 writes length and message with one sendmsg: one read
+        // usually brings both.
+        let mut reader = io::BufReader::with_capacity(16 * 1024, &sock);
+        let mut writer = &sock;
         loop {
             let mut header = [0u8; framing::HEADER_LEN];
-            match sock.read_exact(&mut header) {
+            match reader.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(_) => break, // EOF between requests is the normal end
             }
@@ -423,12 +427,12 @@ impl Relay {
                 }
             };
             let mut request = vec![0u8; len];
-            if sock.read_exact(&mut request).is_err() {
+            if reader.read_exact(&mut request).is_err() {
                 break;
             }
             match self.exchange(&request) {
                 Ok(reply) => {
-                    if sock.write_all(&framing::encode(&reply)).is_err() {
+                    if writer.write_all(&framing::encode(&reply)).is_err() {
                         break;
                     }
                 }

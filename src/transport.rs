@@ -159,8 +159,19 @@ pub struct WssConnection {
     via: Option<String>,
     deframer: Deframer,
     last_used: Instant,
+    /// When the connection was last known to be open (a liveness check or
+    /// a completed exchange): checks within [`RECHECK_AFTER`] are skipped.
+    known_alive: Instant,
+    /// The socket timeouts currently set, to avoid setting them again.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     exchanges: u64,
 }
+
+/// A connection found open this recently is not checked again (the
+/// lookup's warm-up and the exchange right after it would otherwise check
+/// the same socket twice within microseconds).
+const RECHECK_AFTER: Duration = Duration::from_millis(20);
 
 impl fmt::Debug for WssConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,6 +375,9 @@ impl WssConnection {
             via: proxy.map(|p| p.to_string()),
             deframer: Deframer::new(MAX_REPLY),
             last_used: Instant::now(),
+            known_alive: Instant::now(),
+            read_timeout: None,
+            write_timeout: None,
             exchanges: 0,
         })
     }
@@ -402,11 +416,8 @@ impl WssConnection {
     ) -> Result<Vec<u8>, ExchangeFailure> {
         let deadline = Instant::now() + timeout;
         let fail = |error, stale| ExchangeFailure { error, stale };
-        let tcp_set = |ws: &WebSocket<Stream>, left: Duration| -> io::Result<()> {
-            ws.get_ref().tcp().set_read_timeout(Some(left))?;
-            ws.get_ref().tcp().set_write_timeout(Some(left))
-        };
-        tcp_set(&self.ws, timeout).map_err(|e| fail(TransportError::Io(e), false))?;
+        self.set_timeouts(timeout, timeout)
+            .map_err(|e| fail(TransportError::Io(e), false))?;
         let record = framing::try_encode(request)
             .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
         if let Err(e) = self.ws.send(Message::Binary(record.into())) {
@@ -422,6 +433,7 @@ impl WssConnection {
         }
         let mut replies = Vec::new();
         let mut got_bytes = false;
+        let mut first_read = true;
         loop {
             let Some(left) = remaining(deadline) else {
                 return Err(fail(
@@ -432,7 +444,13 @@ impl WssConnection {
                     false,
                 ));
             };
-            tcp_set(&self.ws, left).map_err(|e| fail(TransportError::Io(e), false))?;
+            if !first_read {
+                // Later reads (a reply in several messages, or pings first)
+                // get what is left of the deadline.
+                self.set_timeouts(left, timeout)
+                    .map_err(|e| fail(TransportError::Io(e), false))?;
+            }
+            first_read = false;
             match self.ws.read() {
                 Ok(Message::Binary(data)) => {
                     got_bytes = true;
@@ -450,6 +468,7 @@ impl WssConnection {
                         }
                         self.exchanges += 1;
                         self.last_used = Instant::now();
+                        self.known_alive = self.last_used;
                         return Ok(reply);
                     }
                 }
@@ -502,6 +521,9 @@ impl WssConnection {
         if self.last_used.elapsed() > max_idle || !self.deframer.is_idle() {
             return false;
         }
+        if self.known_alive.elapsed() < RECHECK_AFTER {
+            return true;
+        }
         if self.ws.get_ref().tcp().set_nonblocking(true).is_err() {
             return false;
         }
@@ -514,7 +536,26 @@ impl WssConnection {
                 _ => break false,
             }
         };
-        self.ws.get_ref().tcp().set_nonblocking(false).is_ok() && alive
+        let alive = self.ws.get_ref().tcp().set_nonblocking(false).is_ok() && alive;
+        if alive {
+            self.known_alive = Instant::now();
+        }
+        alive
+    }
+
+    /// Sets the socket's read and write timeouts, skipping the system
+    /// calls when they already have these values.
+    fn set_timeouts(&mut self, read: Duration, write: Duration) -> io::Result<()> {
+        let tcp = self.ws.get_ref().tcp();
+        if self.read_timeout != Some(read) {
+            tcp.set_read_timeout(Some(read))?;
+            self.read_timeout = Some(read);
+        }
+        if self.write_timeout != Some(write) {
+            tcp.set_write_timeout(Some(write))?;
+            self.write_timeout = Some(write);
+        }
+        Ok(())
     }
 
     /// Sends a normal close frame (best effort, never blocks long).

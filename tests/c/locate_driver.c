@@ -104,6 +104,7 @@ main(int argc, char **argv)
                ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n, threads0,
                count_dir("/proc/self/task"), fds0, count_dir("/proc/self/fd"));
     } else {
+        clock_gettime(CLOCK_MONOTONIC, &a);
         for (i = 0; i < n; i++) {
             ret = one_lookup(t, ctx, argv[3]);
             if (ret != 0) {
@@ -111,7 +112,9 @@ main(int argc, char **argv)
                 return 1;
             }
         }
-        printf("lookups %d addresses %d\n", n, addresses);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        printf("lookups %d addresses %d ns/lookup %.0f\n", n, addresses,
+               ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
         /* Let the relay retire (10 s idle) so its thread exits. */
         sleep(12);
         printf("threads left %d\n", count_dir("/proc/self/task"));
