@@ -44,9 +44,9 @@ fn main() {
         }
     }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
-    // Installed as krb5_wss.so: programs that link against it for the hooks
-    // then find the very file libkrb5 loads as a plugin (one copy in memory).
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,krb5_wss.so");
+    // Installed as <plugindir>/krb5-wss/krb5_wss_core.so and loaded by the
+    // C front module (front/krb5_wss.c), never linked against directly.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,krb5_wss_core.so");
     // res_nquery & co. (in libc itself since glibc 2.34; libresolv before).
     println!("cargo:rustc-link-lib=dylib=resolv");
 

@@ -217,7 +217,7 @@ def demo(work: Path) -> None:
 
     plugins = work / "plugins"
     plugins.mkdir()
-    shutil.copy(PLUGIN_SO, plugins / "krb5_wss.so")
+    subprocess.run([str(ROOT / "scripts" / "plugin-dir"), str(plugins), str(PLUGIN_SO)], check=True)
     conf = work / "krb5.conf"
     write_client_conf(conf, port, ca)
     env = {

@@ -169,11 +169,13 @@ def pki(tmp_path_factory) -> TestPKI:
 
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory) -> Path:
-    """A directory holding the built plugin as krb5_wss.so."""
+    """A libkrb5 plugin directory as meson installs it: the C front module
+    krb5_wss.so, and the Rust core (PLUGIN_SO) in krb5-wss/krb5_wss_core.so."""
     if not PLUGIN_SO.exists():
         pytest.fail(f"{PLUGIN_SO} is missing: build with `cargo build --release` first")
     d = tmp_path_factory.mktemp("plugins")
-    shutil.copy(PLUGIN_SO, d / "krb5_wss.so")
+    subprocess.run([str(ROOT / "scripts" / "plugin-dir"), str(d), str(PLUGIN_SO)], check=True,
+                   capture_output=True, text=True)
     return d
 
 

@@ -19,7 +19,6 @@ import pytest
 
 from conftest import (
     LIBKRB5_PLUGIN_DIR,
-    PLUGIN_SO,
     ROOT,
     client_env,
     free_ports,
@@ -41,15 +40,16 @@ def client(realm, proxy, pki, plugin_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hooks_client(tmp_path_factory) -> Path:
+def hooks_client(tmp_path_factory, plugin_dir) -> Path:
     """examples/hooks_client.c built against include/krb5_wss.h and the
-    plugin, found at run time in libkrb5's plugin directory (where the
-    namespace bind mount puts it): one copy of the library in the process."""
+    plugin's front module, found at run time in libkrb5's plugin directory
+    (where the namespace bind mount puts it): the process holds one copy of
+    each library, the same files libkrb5 loads."""
     out = tmp_path_factory.mktemp("hooks") / "hooks_client"
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "krb5"], check=True,
                            capture_output=True, text=True).stdout.split()
     subprocess.run(["cc", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'include'}", "-o", str(out),
-                    str(ROOT / "examples" / "hooks_client.c"), *flags, str(PLUGIN_SO),
+                    str(ROOT / "examples" / "hooks_client.c"), *flags, str(plugin_dir / "krb5_wss.so"),
                     f"-Wl,-rpath,{LIBKRB5_PLUGIN_DIR}"], check=True, capture_output=True, text=True)
     return out
 

@@ -55,19 +55,25 @@ def test_files_land_at_the_expected_paths(installed):
     opts = _options(build)
     prefix = opts["prefix"]
     plugin = _under(dest, f"{_pkg_config_libdir()}/krb5/plugins/libkrb5/krb5_wss.so")
+    core = _under(dest, f"{_pkg_config_libdir()}/krb5/plugins/libkrb5/krb5-wss/krb5_wss_core.so")
     proxy = _under(dest, f"{prefix}/{opts['bindir']}/krb5-wss-proxy")
     header = _under(dest, f"{prefix}/{opts['includedir']}/krb5_wss.h")
 
     files = sorted(p for p in dest.rglob("*") if p.is_file())
-    assert files == sorted([plugin, proxy, header]), "installed files: " + ", ".join(
+    assert files == sorted([plugin, core, proxy, header]), "installed files: " + ", ".join(
         str(p.relative_to(dest)) for p in files
     )
 
     # The plugin is where MIT libkrb5 looks for locate modules, exports the
     # module table, and is not executable.
-    assert plugin.stat().st_mode & 0o777 == 0o644
-    symbols = _run(["nm", "-D", "--defined-only", str(plugin)]).stdout.split()
-    assert "service_locator" in symbols
+    for lib in (plugin, core):
+        assert lib.stat().st_mode & 0o777 == 0o644, lib
+        symbols = _run(["nm", "-D", "--defined-only", str(lib)]).stdout.split()
+        assert "service_locator" in symbols and "krb5_wss_install_hooks" in symbols, lib
+    # The front module is small C: no Rust runtime in processes that never
+    # use wss.
+    needed = _run(["readelf", "-d", str(plugin)]).stdout
+    assert "libgcc_s" not in needed and plugin.stat().st_size < 100_000, needed
 
     # The proxy runs.
     assert proxy.stat().st_mode & 0o111
@@ -96,7 +102,12 @@ def test_hooks_example_built_by_meson(installed, realm, start_proxy, pki, plugin
     assert "[krb5_wss.so]" in needed and "krb5/plugins/libkrb5" in needed, needed
     proxy = start_proxy(tls_proxy_args(pki, realm))
     client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c")
-    r = client.run([str(exe), realm.user, realm.password, realm.host_princ, "3"])
+    # Meson's build rpath comes first and points at its build dir; the
+    # installed program would find krb5_wss.so in the plugin directory,
+    # which the namespace's bind mount provides here.
+    from conftest import LIBKRB5_PLUGIN_DIR, run
+    env = dict(client.env, LD_LIBRARY_PATH=LIBKRB5_PLUGIN_DIR)
+    r = run([str(exe), realm.user, realm.password, realm.host_princ, "3"], env, plugin_dir=plugin_dir)
     assert r.returncode == 0, r.output
     assert "hooks installed" in r.stdout and "TGT ok" in r.stdout and "service tickets ok: 3" in r.stdout
     assert "send hook carries the request over wss" in r.stderr, r.stderr
