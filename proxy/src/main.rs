@@ -53,10 +53,20 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or(LOG_ENV, "info"))
-        .format_timestamp_micros()
-        // Plain lines: with colours on, every byte written to a non-terminal
-        // stderr went through anstream's escape stripper (about a tenth of
-        // the proxy's instructions per exchange in the benchmark profile).
+        // One plain line per record, the layout of env_logger's default
+        // (`[time LEVEL target] message`) without its multi-line indenting
+        // writer, which cost ~7% of the proxy's instructions per exchange.
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                buf.timestamp_micros(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .write_style(env_logger::WriteStyle::Never)
         .init();
     let result = if args.check_config {
