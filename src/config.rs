@@ -83,6 +83,23 @@ pub struct RealmConfig {
 }
 
 impl RealmConfig {
+    /// A configuration with `options` and no URL yet.
+    fn empty(realm: &str, options: Options, source: &str) -> RealmConfig {
+        RealmConfig {
+            realm: realm.to_string(),
+            kdc: Vec::new(),
+            primary: Vec::new(),
+            kpasswd: Vec::new(),
+            kpasswd_direct: false,
+            anchors: options.anchors,
+            allow_plaintext: options.allow_plaintext,
+            connect_timeout: options.connect_timeout,
+            request_timeout: options.request_timeout,
+            ignored: Vec::new(),
+            source: source.to_string(),
+        }
+    }
+
     /// The URLs for kpasswd: explicit, else derived (see the field docs).
     pub fn kpasswd_urls(&self) -> Vec<WssUrl> {
         if !self.kpasswd.is_empty() {
@@ -155,44 +172,28 @@ pub fn load(profile: &dyn Profile, realm: &str) -> Result<Option<RealmConfig>, C
     }
     let options = Options::load(profile, realm)?;
     let mut ignored = Vec::new();
-    let kdc = url_list(
-        profile,
-        realm,
-        &[KDC_KEY],
-        DEFAULT_KDC_PATH,
-        options.allow_plaintext,
-        &mut ignored,
-    )?;
-    let primary = url_list(
-        profile,
-        realm,
-        &PRIMARY_KEYS,
-        DEFAULT_KDC_PATH,
-        options.allow_plaintext,
-        &mut ignored,
-    )?;
-    let kpasswd = url_list(
-        profile,
-        realm,
-        &[KPASSWD_KEY],
-        DEFAULT_KPASSWD_PATH,
-        options.allow_plaintext,
-        &mut ignored,
-    )?;
+    let mut list = |keys: &[&str], path: &str| {
+        url_list(
+            profile,
+            realm,
+            keys,
+            path,
+            options.allow_plaintext,
+            &mut ignored,
+        )
+    };
+    let kdc = list(&[KDC_KEY], DEFAULT_KDC_PATH)?;
+    let primary = list(&PRIMARY_KEYS, DEFAULT_KDC_PATH)?;
+    let kpasswd = list(&[KPASSWD_KEY], DEFAULT_KPASSWD_PATH)?;
     let kpasswd_direct =
         kpasswd.is_empty() && !realm_values(profile, realm, KPASSWD_KEY).is_empty();
     Ok(Some(RealmConfig {
-        realm: realm.to_string(),
         kdc,
         primary,
         kpasswd,
         kpasswd_direct,
-        anchors: options.anchors,
-        allow_plaintext: options.allow_plaintext,
-        connect_timeout: options.connect_timeout,
-        request_timeout: options.request_timeout,
         ignored,
-        source: "krb5.conf".into(),
+        ..RealmConfig::empty(realm, options, "krb5.conf")
     }))
 }
 
@@ -263,17 +264,9 @@ pub fn load_fallback(
         });
     }
     Ok(Some(RealmConfig {
-        realm: realm.to_string(),
         kdc,
-        primary: Vec::new(),
-        kpasswd: Vec::new(),
         kpasswd_direct: true,
-        anchors: options.anchors,
-        allow_plaintext: options.allow_plaintext,
-        connect_timeout: options.connect_timeout,
-        request_timeout: options.request_timeout,
-        ignored,
-        source: FALLBACK_KEY.into(),
+        ..RealmConfig::empty(realm, options, FALLBACK_KEY)
     }))
 }
 
@@ -345,7 +338,6 @@ pub fn from_dns(
         source = format!("{source}, {}", d.source);
     }
     Ok(Some(RealmConfig {
-        realm: realm.to_string(),
         kdc: kerberos.urls.iter().map(|f| f.url.clone()).collect(),
         primary: kerberos
             .urls
@@ -355,12 +347,7 @@ pub fn from_dns(
             .collect(),
         kpasswd: kpasswd_urls,
         kpasswd_direct,
-        anchors: options.anchors,
-        allow_plaintext: options.allow_plaintext,
-        connect_timeout: options.connect_timeout,
-        request_timeout: options.request_timeout,
-        ignored: Vec::new(),
-        source,
+        ..RealmConfig::empty(realm, options, &source)
     }))
 }
 

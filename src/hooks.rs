@@ -14,7 +14,7 @@
 use krb5_wss_proto::Service;
 use log::{debug, warn};
 
-use crate::config::{self, Profile};
+use crate::config::{self, Profile, RealmConfig};
 use crate::discovery::Resolver;
 use crate::locate::{self, LocateService};
 use crate::relay::{self, Target};
@@ -32,7 +32,10 @@ pub enum HookAnswer {
     Unreachable(String),
 }
 
-fn exchange(target: Target, message: &[u8]) -> HookAnswer {
+/// Carries `message` over the realm's `kdc` URLs (through the relay's
+/// connection pool).
+fn exchange(cfg: &RealmConfig, message: &[u8]) -> HookAnswer {
+    let target = Target::new(cfg, Service::Kdc, cfg.kdc.clone());
     let relay = match relay::relay_for(&target) {
         Ok(r) => r,
         Err(e) => return HookAnswer::Unreachable(e),
@@ -60,17 +63,7 @@ pub fn send(
     };
     crate::logging::init();
     debug!("realm {realm}: send hook carries the request over wss");
-    exchange(
-        Target {
-            realm: realm.to_string(),
-            service: Service::Kdc,
-            urls: cfg.kdc.clone(),
-            anchors: cfg.anchors.clone(),
-            connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
-        },
-        message,
-    )
+    exchange(&cfg, message)
 }
 
 /// The recv hook's decision: `failed` is true when libkrb5's own delivery
@@ -86,17 +79,7 @@ pub fn recv(profile: &dyn Profile, realm: &str, failed: bool, message: &[u8]) ->
     };
     crate::logging::init();
     debug!("realm {realm}: direct delivery failed; retrying over wss_fallback_kdc");
-    exchange(
-        Target {
-            realm: realm.to_string(),
-            service: Service::Kdc,
-            urls: cfg.kdc.clone(),
-            anchors: cfg.anchors.clone(),
-            connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
-        },
-        message,
-    )
+    exchange(&cfg, message)
 }
 
 #[cfg(test)]

@@ -152,14 +152,7 @@ pub fn lookup(
     for u in urls.iter().filter(|u| !u.tls) {
         warn!("realm {realm}: {u} has no TLS (ws://, allowed by wss_allow_plaintext)");
     }
-    let target = Target {
-        realm: realm.to_string(),
-        service: svc,
-        urls,
-        anchors: cfg.anchors.clone(),
-        connect_timeout: cfg.connect_timeout,
-        request_timeout: cfg.request_timeout,
-    };
+    let target = Target::new(&cfg, svc, urls);
     let relay = match relay::relay_for(&target) {
         Ok(r) => r,
         Err(e) => {

@@ -62,6 +62,21 @@ pub struct Target {
     pub request_timeout: Duration,
 }
 
+impl Target {
+    /// The target for `urls` of `service`, with the realm's TLS anchors and
+    /// timeouts.
+    pub fn new(cfg: &crate::config::RealmConfig, service: Service, urls: Vec<WssUrl>) -> Target {
+        Target {
+            realm: cfg.realm.clone(),
+            service,
+            urls,
+            anchors: cfg.anchors.clone(),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+        }
+    }
+}
+
 /// Every URL failed; each with its own reason.
 #[derive(Debug)]
 pub struct AllFailed {

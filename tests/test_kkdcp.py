@@ -15,21 +15,10 @@ import re
 import pytest
 
 from conftest import client_env, run, tls_proxy_args, write_krb5_conf
-from test_proxy import as_req, client_ssl, kpasswd_req, served, user_of, wait_for_log
+from test_proxy import as_req, client_ssl, kpasswd_req, served, tlv, user_of, wait_for_log
 from test_proxy import run as run_async
 
 K5TLS = "/usr/lib/x86_64-linux-gnu/krb5/plugins/tls/k5tls.so"
-
-
-def der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(b)]) + b
-
-
-def tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + der_len(len(content)) + content
 
 
 def proxy_message(record: bytes, target: str | None = None, prefix: bytes | None = None) -> bytes:
