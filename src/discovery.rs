@@ -380,51 +380,12 @@ pub(crate) mod tests {
         }
     }
 
-    fn name(n: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        for l in n.split('.').filter(|l| !l.is_empty()) {
-            out.push(l.len() as u8);
-            out.extend(l.as_bytes());
-        }
-        out.push(0);
-        out
-    }
+    pub(crate) use crate::dns::tests::{srv_rdata as srv, uri_rdata as uri};
 
+    /// A response holding `rdatas` as answers of one type and TTL.
     pub(crate) fn response(qtype: u16, ttl: u32, rdatas: &[Vec<u8>]) -> Vec<u8> {
-        let mut m = vec![0, 1, 0x81, 0x80, 0, 1];
-        m.extend((rdatas.len() as u16).to_be_bytes());
-        m.extend([0, 0, 0, 0]);
-        m.extend(name("q.example"));
-        m.extend(qtype.to_be_bytes());
-        m.extend([0, 1]);
-        for rd in rdatas {
-            m.extend([0xc0, 12]);
-            m.extend(qtype.to_be_bytes());
-            m.extend([0, 1]);
-            m.extend(ttl.to_be_bytes());
-            m.extend((rd.len() as u16).to_be_bytes());
-            m.extend(rd);
-        }
-        m
-    }
-
-    pub(crate) fn uri(p: u16, w: u16, t: &str) -> Vec<u8> {
-        [
-            p.to_be_bytes().to_vec(),
-            w.to_be_bytes().to_vec(),
-            t.as_bytes().to_vec(),
-        ]
-        .concat()
-    }
-
-    pub(crate) fn srv(p: u16, w: u16, port: u16, t: &str) -> Vec<u8> {
-        [
-            p.to_be_bytes().to_vec(),
-            w.to_be_bytes().to_vec(),
-            port.to_be_bytes().to_vec(),
-            name(t),
-        ]
-        .concat()
+        let answers: Vec<_> = rdatas.iter().map(|r| (qtype, ttl, r.clone())).collect();
+        crate::dns::tests::response("q.example", qtype, &answers, &[])
     }
 
     fn urls(d: &Discovered) -> Vec<String> {

@@ -336,10 +336,11 @@ pub fn random_u32() -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn name(n: &str) -> Vec<u8> {
+    /// A name in DNS wire form (uncompressed labels).
+    pub(crate) fn name(n: &str) -> Vec<u8> {
         let mut out = Vec::new();
         for l in n.split('.').filter(|l| !l.is_empty()) {
             out.push(l.len() as u8);
@@ -349,7 +350,8 @@ mod tests {
         out
     }
 
-    fn response(
+    /// A DNS response to `qname`/`qtype` with the given answer and authority records.
+    pub(crate) fn response(
         qname: &str,
         qtype: u16,
         answers: &[(u16, u32, Vec<u8>)],
@@ -373,7 +375,8 @@ mod tests {
         m
     }
 
-    fn srv_rdata(p: u16, w: u16, port: u16, target: &str) -> Vec<u8> {
+    /// SRV RDATA: priority, weight, port, target.
+    pub(crate) fn srv_rdata(p: u16, w: u16, port: u16, target: &str) -> Vec<u8> {
         let mut r = Vec::new();
         r.extend(p.to_be_bytes());
         r.extend(w.to_be_bytes());
@@ -382,7 +385,8 @@ mod tests {
         r
     }
 
-    fn uri_rdata(p: u16, w: u16, target: &str) -> Vec<u8> {
+    /// URI RDATA: priority, weight, target.
+    pub(crate) fn uri_rdata(p: u16, w: u16, target: &str) -> Vec<u8> {
         let mut r = Vec::new();
         r.extend(p.to_be_bytes());
         r.extend(w.to_be_bytes());

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,6 +63,18 @@ def _free(port: int) -> bool:
         finally:
             s.close()
     return True
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    """Waits until something accepts TCP connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
 
 
 def free_ports(count: int = 1) -> int:
@@ -433,6 +442,18 @@ def wss_client(realm: Realm, proxy_port: int, pki: TestPKI, plugin_dir: Path, wo
     opts.update(extra_realm_opts or {})
     conf = write_krb5_conf(workdir / "krb5.conf", realm.name, {realm.name: opts})
     return WssClient(realm, client_env(workdir, conf, **env_extra), plugin_dir, workdir)
+
+
+@pytest.fixture
+def proxy(start_proxy, pki, realm):
+    """The usual proxy: TLS with the test CA's certificate, the module's realm."""
+    return start_proxy(tls_proxy_args(pki, realm))
+
+
+@pytest.fixture
+def client(realm, proxy, pki, plugin_dir, tmp_path):
+    """A wss-only client of `proxy`."""
+    return wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "client")
 
 
 # ---------------------------------------------------------------------------

@@ -89,11 +89,6 @@ def dns(tmp_path):
         s.stop()
 
 
-@pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
-
-
 def dns_client(realm, pki, tmp_path, **realm_opts):
     """krb5.conf with NO kdc lines for the realm: DNS must find it."""
     d = tmp_path / "client"

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
-
-import pytest
 
 from conftest import (
     client_env,
     free_ports,
     run,
     tls_proxy_args,
+    wait_port,
     write_krb5_conf,
     wss_client,
 )
-
-
-@pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
-
-
-@pytest.fixture
-def client(realm, proxy, pki, plugin_dir, tmp_path):
-    return wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "client")
 
 
 def exchanges(log: str, kind: str) -> list[str]:
@@ -128,7 +116,7 @@ def test_certificate_for_another_name_is_refused(start_proxy, pki, realm, plugin
 def test_system_trust_store_does_not_trust_the_test_ca(proxy, realm, pki, plugin_dir, tmp_path):
     """Without http_anchors the system store is used, which does not hold
     the test CA: verification is on by default."""
-    client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c")
+    (tmp_path / "c").mkdir(parents=True, exist_ok=True)
     conf = write_krb5_conf(tmp_path / "c" / "krb5.conf", realm.name, {realm.name: {
         "kdc": f"wss://localhost:{proxy.port}/kdc"}})
     env = client_env(tmp_path / "c", conf)
@@ -199,14 +187,7 @@ def test_websockify_byte_pipe_is_a_valid_server(realm, pki, plugin_dir, tmp_path
          f"127.0.0.1:{port}", realm.kdc_addr],
         stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        import socket
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port)
         client = wss_client(realm, port, pki, plugin_dir, tmp_path / "c")
         r = client.kinit()
         assert r.returncode == 0, r.output

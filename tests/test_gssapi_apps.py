@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_ports, ns_command, tls_proxy_args, wss_client
+from conftest import ROOT, free_ports, ns_command, wss_client
 
 APPS = ROOT / "tests" / "apps"
 GSS_PEER = APPS / "gss_peer.py"
@@ -65,11 +65,6 @@ def services(realm, tmp_path_factory) -> dict[str, Path]:
         keytabs[service] = d / f"{service}.keytab"
         realm.k5.extract_keytab(princ, str(keytabs[service]))
     return keytabs
-
-
-@pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
 
 
 def service_env(client, keytab: Path, workdir: Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,10 @@ from conftest import (
     free_ports,
     run,
     tls_proxy_args,
+    wait_port,
     write_krb5_conf,
     wss_client,
 )
-
-
-@pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
-
-
-@pytest.fixture
-def client(realm, proxy, pki, plugin_dir, tmp_path):
-    return wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "client")
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +194,7 @@ def test_outbound_web_proxy_with_connect(start_proxy, pki, realm, plugin_dir, tm
         ["unshare", "-Urm", "sh", "-c", f'mount --bind "{hosts_real}" /etc/hosts && exec tinyproxy -d -c "{tp_conf}"'],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 5
-        import socket
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", tp_port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(tp_port, timeout=5)
         conf = write_krb5_conf(tmp_path / "krb5.conf", realm.name, {realm.name: {
             "kdc": f"wss://{name}:{proxy_named.port}/kdc", "http_anchors": f"FILE:{pki.ca_cert}"}})
 
@@ -225,8 +208,8 @@ def test_outbound_web_proxy_with_connect(start_proxy, pki, realm, plugin_dir, tm
         r = kinit(https_proxy=f"http://127.0.0.1:{tp_port}")
         assert r.returncode == 0, r.output
         assert f"through web proxy http://127.0.0.1:{tp_port}" in r.stderr, r.stderr
-        assert f"CONNECT" in tp_log.read_text() or name in tp_log.read_text(), tp_log.read_text()
-        r = kinit(https_proxy=f"http://127.0.0.1:{tp_port}", no_proxy=f".test")
+        assert "CONNECT" in tp_log.read_text() or name in tp_log.read_text(), tp_log.read_text()
+        r = kinit(https_proxy=f"http://127.0.0.1:{tp_port}", no_proxy=".test")
         assert r.returncode != 0, r.output
         # A proxy that refuses the tunnel is named in the error.
         r = kinit(https_proxy=f"http://127.0.0.1:{free_ports(1)}")

@@ -63,11 +63,6 @@ def post(proxy, pki, body: bytes, path: str = "/KdcProxy", method: str = "POST",
 
 
 @pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
-
-
-@pytest.fixture
 def native_env(realm, proxy, pki, tmp_path):
     """MIT's native MS-KKDCP client configuration: no plugin, https URLs."""
     url = f"https://localhost:{proxy.port}/KdcProxy"

@@ -10,19 +10,16 @@ files) in the test's temp dir, and is stopped by the test.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, client_env, free_ports, write_krb5_conf, wss_client
+from conftest import ROOT, client_env, free_ports, wait_port, write_krb5_conf, wss_client
 from conftest import run as run_cmd
 from test_proxy import (
     as_req,
@@ -42,17 +39,6 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 EXAMPLE = ROOT / "proxy" / "examples" / "nginx.conf"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed")
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def substitute(text: str, old: str, new: str) -> str:

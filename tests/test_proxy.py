@@ -186,11 +186,6 @@ def closed_port() -> int:
     return port
 
 
-@pytest.fixture
-def proxy(start_proxy, pki, realm):
-    return start_proxy(tls_proxy_args(pki, realm))
-
-
 # ---------------------------------------------------------------------------
 # Exchanges
 
