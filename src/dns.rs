@@ -288,9 +288,11 @@ pub fn order_by_priority_and_weight<T: Clone>(
     sorted.sort_by_key(|r| key(r).0); // stable: answer order within a priority
     let mut out = Vec::with_capacity(records.len());
     let mut i = 0;
-    while i < sorted.len() {
-        let prio = key(sorted[i]).0;
-        let mut group: Vec<&T> = sorted[i..]
+    while let Some(first) = sorted.get(i) {
+        let prio = key(first).0;
+        let mut group: Vec<&T> = sorted
+            .get(i..)
+            .unwrap_or_default()
             .iter()
             .take_while(|r| key(r).0 == prio)
             .copied()

@@ -31,20 +31,57 @@ mod sys {
         non_upper_case_globals,
         non_snake_case,
         dead_code,
-        clippy::all
+        clippy::all,
+        clippy::restriction
     )]
     include!(concat!(env!("OUT_DIR"), "/krb5_sys.rs"));
 }
 
-/// Runs `$body`, turning a panic into `$on_panic`. Every `extern "C"`
-/// function of this crate is wrapped in it.
+/// Runs `$body` inside [`crate::panic::guard`] (after the once-per-process
+/// set-up of [`process_init`]), turning a panic into `$on_panic`, a closure
+/// given the panic's message. Every `extern "C"` function of this crate is
+/// wrapped in it.
 macro_rules! ffi_boundary {
-    ($on_panic:expr, $body:block) => {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
+    ($what:expr, $on_panic:expr, $body:block) => {
+        match crate::panic::guard($what, || {
+            process_init();
+            $body
+        }) {
             Ok(value) => value,
-            Err(_) => $on_panic,
+            Err(msg) => ($on_panic)(msg),
         }
     };
+}
+
+/// Once per process, on the first call into the core: the library's panic
+/// hook, and the fork handlers of `forksafe`.
+fn process_init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::panic::install_hook();
+        // SAFETY: the handlers are plain functions of this library, which
+        // is never unmapped (linked with -z nodelete, dlopened by libkrb5
+        // with RTLD_NODELETE), so they stay valid for the process's life.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(atfork_prepare),
+                Some(atfork_release),
+                Some(atfork_release),
+            )
+        };
+        if rc != 0 {
+            crate::logging::init();
+            log::warn!("cannot register the fork handlers (pthread_atfork: {rc})");
+        }
+    });
+}
+
+extern "C" fn atfork_prepare() {
+    let _ = crate::panic::guard("the fork handler", crate::forksafe::prepare);
+}
+
+extern "C" fn atfork_release() {
+    let _ = crate::panic::guard("the fork handler", crate::forksafe::release);
 }
 
 const NO_HANDLE: sys::krb5_error_code = sys::KRB5_PLUGIN_NO_HANDLE as sys::krb5_error_code;
@@ -80,7 +117,7 @@ unsafe extern "C" fn locate_init(
     ctx: sys::krb5_context,
     blob: *mut *mut c_void,
 ) -> sys::krb5_error_code {
-    ffi_boundary!(NO_HANDLE, {
+    ffi_boundary!("locate init", |_| NO_HANDLE, {
         if blob.is_null() || ctx.is_null() {
             return NO_HANDLE;
         }
@@ -92,7 +129,7 @@ unsafe extern "C" fn locate_init(
 }
 
 unsafe extern "C" fn locate_fini(blob: *mut c_void) {
-    ffi_boundary!((), {
+    ffi_boundary!("locate fini", |_| (), {
         if !blob.is_null() {
             // SAFETY: blob came from Box::into_raw in locate_init and libkrb5
             // calls fini exactly once per init.
@@ -112,15 +149,23 @@ unsafe extern "C" fn locate_lookup(
     cbfunc: Option<Callback>,
     cbdata: *mut c_void,
 ) -> sys::krb5_error_code {
-    ffi_boundary!(NO_HANDLE, {
-        if blob.is_null() || realm.is_null() {
-            return NO_HANDLE;
-        }
+    if blob.is_null() || realm.is_null() {
+        return NO_HANDLE;
+    }
+    // SAFETY: blob is the LocateBlob made by locate_init for this lookup.
+    let ctx = unsafe { (*blob.cast::<LocateBlob>()).ctx };
+    // Fail closed: a panic fails the lookup (it never lets libkrb5 fall
+    // back to the realm's other KDC entries or to DNS).
+    // SAFETY: libkrb5 passes a NUL-terminated realm name that outlives the call.
+    let realm_name = unsafe { CStr::from_ptr(realm) }.to_string_lossy();
+    let on_panic = |msg: String| {
+        let msg = msg.replacen("krb5-wss: ", &format!("krb5-wss: realm {realm_name}: "), 1);
+        set_error(ctx, KDC_UNREACH, &msg)
+    };
+    ffi_boundary!("the locate lookup", on_panic, {
         let Some(cbfunc) = cbfunc else {
             return NO_HANDLE;
         };
-        // SAFETY: blob is the LocateBlob made by locate_init for this lookup.
-        let ctx = unsafe { (*blob.cast::<LocateBlob>()).ctx };
         // SAFETY: libkrb5 passes a NUL-terminated realm name that outlives the call.
         let Ok(realm) = unsafe { CStr::from_ptr(realm) }.to_str() else {
             return NO_HANDLE;
@@ -270,7 +315,7 @@ impl Drop for ContextProfile {
 /// The library's version, e.g. "0.1.0" (a static string; do not free).
 #[no_mangle]
 pub extern "C" fn krb5_wss_version() -> *const c_char {
-    ffi_boundary!(ptr::null(), {
+    ffi_boundary!("krb5_wss_version", |_| ptr::null(), {
         concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
     })
 }
@@ -400,7 +445,13 @@ pub unsafe extern "C" fn krb5_wss_send_hook(
     new_reply_out: *mut *mut krb5_data,
 ) -> krb5_error_code {
     let _ = (data, new_message_out);
-    ffi_boundary!(KDC_UNREACH, {
+    let on_panic = |msg: String| {
+        if !context.is_null() {
+            set_error(context, KDC_UNREACH, &msg);
+        }
+        KDC_UNREACH
+    };
+    ffi_boundary!("the send hook", on_panic, {
         if context.is_null() || new_reply_out.is_null() {
             return 0;
         }
@@ -434,7 +485,7 @@ pub unsafe extern "C" fn krb5_wss_recv_hook(
     new_reply_out: *mut *mut krb5_data,
 ) -> krb5_error_code {
     let _ = (data, reply);
-    ffi_boundary!(code, {
+    ffi_boundary!("the recv hook", |_| code, {
         if context.is_null() || new_reply_out.is_null() {
             return code;
         }
@@ -458,7 +509,7 @@ pub unsafe extern "C" fn krb5_wss_recv_hook(
 /// `context` must be a live krb5 context owned by the caller.
 #[no_mangle]
 pub unsafe extern "C" fn krb5_wss_install_hooks(context: krb5_context) -> krb5_error_code {
-    ffi_boundary!(libc::EINVAL, {
+    ffi_boundary!("krb5_wss_install_hooks", |_| libc::EINVAL, {
         if context.is_null() {
             return libc::EINVAL;
         }

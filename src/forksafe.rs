@@ -2,11 +2,18 @@
 //!
 //! A child process starts with one thread: if another thread held one of
 //! our locks at the moment of the fork, the child would deadlock the first
-//! time it asked for a ticket. The FFI layer registers [`prepare`] and
-//! [`release`] with `pthread_atfork`: the forking thread takes every
-//! process-wide lock before the fork (in the one global order) and lets
-//! them go after it, in parent and child alike. Per-relay locks need no
-//! such care: a child never touches its parent's relays (see `relay`).
+//! time it asked for a ticket. `ffi` registers [`prepare`] and [`release`]
+//! with `pthread_atfork` once per process, the first time libkrb5 or a
+//! program calls into the core (through the panic boundary): the forking
+//! thread takes every process-wide lock before the fork, in the one global
+//! order, and lets them go after it, in parent and child alike. Per-relay
+//! and per-upstream locks need no such care: a child never touches its
+//! parent's relays or upstreams (see `relay` and `upstream`).
+//!
+//! The global order, which every code path that nests these locks keeps:
+//! relay registry, upstream registry, TLS configuration cache, DNS cache,
+//! URL health, then stderr (where the log goes; logging happens while the
+//! registries are held).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -15,21 +22,31 @@ thread_local! {
     static HELD: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Before fork: take every process-wide lock, in the global order
-/// (registry, then the TLS cache, the DNS cache and the URL health map).
+/// Before fork: take every process-wide lock, in the global order.
 pub fn prepare() {
     let guards: Vec<Box<dyn Any>> = vec![
         Box::new(crate::relay::lock_registry()),
+        Box::new(crate::upstream::lock_registry()),
         Box::new(crate::tls::lock_cache()),
         Box::new(crate::discovery::lock_cache()),
-        Box::new(crate::relay::lock_health()),
+        Box::new(crate::upstream::lock_health()),
+        Box::new(std::io::stderr().lock()),
     ];
-    HELD.with(|h| h.borrow_mut().extend(guards));
+    let _ = HELD.try_with(|h| {
+        if let Ok(mut h) = h.try_borrow_mut() {
+            h.extend(guards);
+        }
+    });
 }
 
-/// After fork, in parent and child: release what [`prepare`] took.
+/// After fork, in parent and child: release what [`prepare`] took (in the
+/// reverse order).
 pub fn release() {
-    HELD.with(|h| h.borrow_mut().clear());
+    let _ = HELD.try_with(|h| {
+        if let Ok(mut h) = h.try_borrow_mut() {
+            while h.pop().is_some() {}
+        }
+    });
 }
 
 #[cfg(test)]
@@ -41,8 +58,10 @@ mod tests {
         prepare();
         release();
         drop(crate::relay::lock_registry());
+        drop(crate::upstream::lock_registry());
         drop(crate::tls::lock_cache());
         drop(crate::discovery::lock_cache());
-        drop(crate::relay::lock_health());
+        drop(crate::upstream::lock_health());
+        drop(std::io::stderr().lock());
     }
 }

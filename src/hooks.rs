@@ -17,7 +17,7 @@ use log::{debug, warn};
 use crate::config::{self, Profile, RealmConfig};
 use crate::discovery::Resolver;
 use crate::locate::{self, LocateService};
-use crate::relay::{self, Target};
+use crate::upstream::{self, Target};
 
 /// What a hook tells libkrb5.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +32,15 @@ pub enum HookAnswer {
     Unreachable(String),
 }
 
-/// Carries `message` over the realm's `kdc` URLs (through the relay's
-/// connection pool).
+/// Carries `message` over the realm's `kdc` URLs (through the same
+/// connection pool and failover as the relay, without the loopback hop).
 fn exchange(cfg: &RealmConfig, message: &[u8]) -> HookAnswer {
     let target = Target::new(cfg, Service::Kdc, cfg.kdc.clone());
-    let relay = match relay::relay_for(&target) {
-        Ok(r) => r,
+    let upstream = match upstream::upstream_for(&target) {
+        Ok(u) => u,
         Err(e) => return HookAnswer::Unreachable(e),
     };
-    match relay.exchange(message) {
+    match upstream.exchange(message) {
         Ok(reply) => HookAnswer::Reply(reply),
         Err(e) => {
             warn!("{e}");

@@ -153,15 +153,18 @@ pub fn lookup(
         warn!("realm {realm}: {u} has no TLS (ws://, allowed by wss_allow_plaintext)");
     }
     let target = Target::new(&cfg, svc, urls);
-    let relay = match relay::relay_for(&target) {
+    // The lease keeps the relay from retiring until the address is handed
+    // to libkrb5, however long the warm-up takes.
+    let lease = match relay::relay_for(&target) {
         Ok(r) => r,
         Err(e) => {
             warn!("{e}");
             return Answer::Unreachable(e);
         }
     };
+    let relay = lease.relay();
     if warm {
-        if let Err(e) = relay.warm_up() {
+        if let Err(e) = relay.upstream().warm_up() {
             warn!("{e}");
             return Answer::Unreachable(e.to_string());
         }

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Mutex, Once};
+use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
@@ -48,7 +48,9 @@ pub fn trace_line(pid: u32, now: SystemTime, message: &str) -> String {
 
 struct Tee {
     stderr: env_logger::Logger,
-    trace: Option<Mutex<File>>,
+    /// Written with one write per line and no lock (O_APPEND keeps lines
+    /// whole), so there is no lock to be held at a fork.
+    trace: Option<File>,
 }
 
 impl Tee {
@@ -77,7 +79,7 @@ impl Log for Tee {
                 );
                 // One write per line: O_APPEND keeps lines whole beside
                 // libkrb5's own writes to the same file.
-                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+                let mut f: &File = file;
                 let _ = f.write_all(line.as_bytes());
             }
         }
@@ -118,7 +120,6 @@ pub fn init() {
                 .mode(0o600)
                 .open(path)
                 .ok()
-                .map(Mutex::new)
         });
         let max = if trace.is_some() {
             stderr.filter().max(LevelFilter::Debug)

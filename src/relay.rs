@@ -4,116 +4,54 @@
 //! served over WebSockets the plugin returns the address of a relay: a TCP
 //! listener on 127.0.0.1 (ephemeral port) inside the same process, one per
 //! realm, service and URL list. libkrb5 speaks plain RFC 4120 TCP framing to
-//! it; the relay forwards each record over a pooled wss connection and
-//! writes the reply back. This carries every libkrb5 path alike: KDC
-//! exchanges, kpasswd (which never passes through the send hooks) and the
-//! primary-KDC retries.
+//! it; the relay hands each record to the target's [`Upstream`] (pool,
+//! failover, deadlines) and writes the reply back. This carries every
+//! libkrb5 path alike: KDC exchanges, kpasswd (which never passes through
+//! the send hooks) and the primary-KDC retries.
 //!
-//! Lifetime: a relay's accept thread exits, closing the listener and its
-//! pooled connections, once no lookup has named it and no connection has
-//! used it for [`IDLE`]. A lookup refreshes that clock under the registry
-//! lock, so an address handed to libkrb5 stays served for at least that
-//! long. Each accepted connection gets a short-lived worker thread.
+//! Lifetime: a relay's acceptor threads exit, closing the listener and the
+//! upstream's pooled connections, once no lookup holds a [`Lease`] on it and
+//! no connection has used it for [`IDLE`]. A lookup holds its lease from
+//! [`relay_for`] until it has handed the address to libkrb5, and dropping
+//! the lease restarts the idle clock: an address handed to libkrb5 stays
+//! served for at least [`IDLE`], however long the lookup's warm-up took.
+//!
+//! Threads (leader/follower): one thread waits in accept(); when it takes
+//! a connection it makes sure another is waiting (spawning one only when
+//! none is), serves the connection, and goes back to accept(). Surplus idle
+//! threads exit at the next tick. Every thread body runs inside
+//! `panic::guard`.
 //!
 //! Fork: the registry remembers the pid that created it; a child process
 //! never uses its parent's relays (their threads do not exist in the child)
 //! and builds its own.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use krb5_wss_proto::framing;
-use krb5_wss_proto::Service;
 use log::{debug, info, warn};
 use socket2::{Domain, Socket, Type};
 
-use crate::transport::{ExchangeFailure, TransportError, WssConnection};
-use crate::url::WssUrl;
+use crate::upstream::{upstream_for, Upstream};
+pub use crate::upstream::{AllFailed, Target};
 
 /// How long an unused relay (and its pooled connections) lives on.
 pub const IDLE: Duration = Duration::from_secs(10);
 /// How often an idle accept loop wakes to check whether to retire.
 const TICK: Duration = Duration::from_millis(500);
-/// Idle wss connections kept per relay.
-const POOL_MAX: usize = 8;
 /// Concurrent worker threads per relay; past this, connections wait.
 const WORKERS_MAX: usize = 64;
 /// The largest request libkrb5 may hand the relay.
 const MAX_REQUEST: usize = 1024 * 1024;
 
-/// What a relay forwards to: one realm's URLs for one service.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// The realm (for logs and error messages).
-    pub realm: String,
-    /// KDC or kpasswd (for logs and error messages).
-    pub service: Service,
-    /// URLs, tried in order.
-    pub urls: Vec<WssUrl>,
-    /// `http_anchors` values (empty: system store).
-    pub anchors: Vec<String>,
-    /// Bound on connect + TLS + WebSocket handshake, per URL.
-    pub connect_timeout: Duration,
-    /// Bound on one exchange.
-    pub request_timeout: Duration,
-}
-
-impl Target {
-    /// The target for `urls` of `service`, with the realm's TLS anchors and
-    /// timeouts.
-    pub fn new(cfg: &crate::config::RealmConfig, service: Service, urls: Vec<WssUrl>) -> Target {
-        Target {
-            realm: cfg.realm.clone(),
-            service,
-            urls,
-            anchors: cfg.anchors.clone(),
-            connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
-        }
-    }
-}
-
-/// Every URL failed; each with its own reason.
-#[derive(Debug)]
-pub struct AllFailed {
-    /// The realm.
-    pub realm: String,
-    /// The service.
-    pub service: Service,
-    /// Each URL tried, and why it failed.
-    pub failures: Vec<(String, TransportError)>,
-}
-
-impl fmt::Display for AllFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.service {
-            Service::Kdc => "KDC",
-            Service::Kpasswd => "kpasswd server",
-        };
-        write!(
-            f,
-            "Cannot contact any {what} for realm '{}' over wss: ",
-            self.realm
-        )?;
-        if self.failures.is_empty() {
-            return f.write_str("no URL to try");
-        }
-        for (i, (url, e)) in self.failures.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{url}: {e}")?;
-        }
-        Ok(())
-    }
-}
-
 struct State {
     last_used: Instant,
+    /// Lookups holding a lease.
+    leases: usize,
     /// Threads serving a libkrb5 connection.
     active: usize,
     /// Threads waiting in accept().
@@ -125,9 +63,28 @@ struct State {
 pub struct Relay {
     target: Target,
     addr: SocketAddr,
-    tls: Arc<crate::tls::Client>,
-    pool: Mutex<Vec<WssConnection>>,
+    upstream: Arc<Upstream>,
     state: Mutex<State>,
+}
+
+/// A lookup's hold on a relay: it does not retire while this lives.
+pub struct Lease {
+    relay: Arc<Relay>,
+}
+
+impl Lease {
+    /// The relay.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut st = lock(&self.relay.state);
+        st.leases = st.leases.saturating_sub(1);
+        st.last_used = Instant::now();
+    }
 }
 
 /// The process's relays, by target.
@@ -147,63 +104,8 @@ pub(crate) fn lock_registry() -> MutexGuard<'static, Option<Registry>> {
     lock(&REGISTRY)
 }
 
-/// How long a URL that failed (refused, timed out, TLS, HTTP or proxy
-/// error) is tried only after the realm's other URLs.
-pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(30);
-const HEALTH_MAX: usize = 256;
-
-/// When each recently failed URL failed (process-wide, shared by relays).
-static HEALTH: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
-
-/// Locks the URL health map (also taken by the fork handlers).
-pub(crate) fn lock_health() -> MutexGuard<'static, Option<HashMap<String, Instant>>> {
-    lock(&HEALTH)
-}
-
-fn mark_failed(url: &WssUrl) {
-    let mut guard = lock_health();
-    let map = guard.get_or_insert_with(HashMap::new);
-    if map.len() >= HEALTH_MAX {
-        map.retain(|_, at| at.elapsed() < SKIP_AFTER_FAILURE);
-        if map.len() >= HEALTH_MAX {
-            map.clear();
-        }
-    }
-    map.insert(url.to_string(), Instant::now());
-}
-
-fn mark_ok(url: &WssUrl) {
-    if let Some(map) = lock_health().as_mut() {
-        map.remove(&url.to_string());
-    }
-}
-
-/// `urls` in the order to try them: those that have not failed in the
-/// last [`SKIP_AFTER_FAILURE`] first (in configured order), then the
-/// others (so a realm whose URLs all failed is still tried).
-pub fn try_order(urls: &[WssUrl]) -> Vec<&WssUrl> {
-    let guard = lock_health();
-    let failed = |u: &WssUrl| {
-        guard
-            .as_ref()
-            .and_then(|m| m.get(&u.to_string()))
-            .is_some_and(|at| at.elapsed() < SKIP_AFTER_FAILURE)
-    };
-    let (bad, good): (Vec<&WssUrl>, Vec<&WssUrl>) = urls.iter().partition(|u| failed(u));
-    if !bad.is_empty() {
-        debug!(
-            "recently failed, tried last: {}",
-            bad.iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    good.into_iter().chain(bad).collect()
-}
-
-/// The relay for `target`, started if needed; its use clock is refreshed.
-pub fn relay_for(target: &Target) -> Result<Arc<Relay>, String> {
+/// The relay for `target`, started if needed, with a lease on it.
+pub fn relay_for(target: &Target) -> Result<Lease, String> {
     let pid = std::process::id();
     let mut guard = lock(&REGISTRY);
     let registry = guard.get_or_insert_with(|| Registry {
@@ -220,14 +122,16 @@ pub fn relay_for(target: &Target) -> Result<Arc<Relay>, String> {
         debug!("forked child (pid {pid}): not reusing the parent's relays");
     }
     if let Some(relay) = registry.relays.get(target) {
-        if relay.touch() {
-            return Ok(relay.clone());
+        if let Some(lease) = relay.lease() {
+            return Ok(lease);
         }
         registry.relays.remove(target);
     }
     let relay = Relay::start(target)?;
     registry.relays.insert(target.clone(), relay.clone());
-    Ok(relay)
+    relay
+        .lease()
+        .ok_or_else(|| "krb5-wss: the relay retired at once".to_string())
 }
 
 fn bind_loopback() -> io::Result<TcpListener> {
@@ -257,8 +161,7 @@ fn bind_loopback() -> io::Result<TcpListener> {
 
 impl Relay {
     fn start(target: &Target) -> Result<Arc<Relay>, String> {
-        let tls = crate::tls::client_config(&target.anchors)
-            .map_err(|e| format!("krb5-wss: realm {}: {e}", target.realm))?;
+        let upstream = upstream_for(target)?;
         let listener =
             bind_loopback().map_err(|e| format!("krb5-wss: cannot open a loopback relay: {e}"))?;
         let addr = listener
@@ -267,10 +170,10 @@ impl Relay {
         let relay = Arc::new(Relay {
             target: target.clone(),
             addr,
-            tls,
-            pool: Mutex::new(Vec::new()),
+            upstream,
             state: Mutex::new(State {
                 last_used: Instant::now(),
+                leases: 0,
                 active: 0,
                 idle: 0,
                 retired: false,
@@ -299,14 +202,22 @@ impl Relay {
         self.addr
     }
 
-    /// Refreshes the use clock; false if the relay already retired.
-    fn touch(&self) -> bool {
+    /// The upstream the relay forwards to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// A lease, unless the relay already retired.
+    fn lease(self: &Arc<Self>) -> Option<Lease> {
         let mut st = lock(&self.state);
         if st.retired {
-            return false;
+            return None;
         }
+        st.leases += 1;
         st.last_used = Instant::now();
-        true
+        Some(Lease {
+            relay: self.clone(),
+        })
     }
 
     /// Starts one more thread waiting in accept() (counted idle at once).
@@ -315,20 +226,24 @@ impl Relay {
         let relay = self.clone();
         let spawned = std::thread::Builder::new()
             .name("krb5-wss-relay".into())
-            .spawn(move || relay.accept_loop(listener));
+            .spawn(move || {
+                let _ =
+                    crate::panic::guard("the relay's accept loop", || relay.accept_loop(listener));
+            });
         if spawned.is_err() {
             lock(&self.state).idle -= 1;
         }
         spawned.map(|_| ())
     }
 
-    /// Retires the relay if it has been unused for [`IDLE`]. Takes the
-    /// registry lock first (the same order as [`relay_for`]), so a lookup
-    /// either sees the relay retired or keeps it alive.
+    /// Retires the relay if no lease is held and it has been unused for
+    /// [`IDLE`]. Takes the registry lock first (the same order as
+    /// [`relay_for`]), so a lookup either sees the relay retired or keeps
+    /// it alive.
     fn try_retire(self: &Arc<Self>) -> bool {
         let mut guard = lock(&REGISTRY);
         let mut st = lock(&self.state);
-        if st.active > 0 || st.idle > 1 || st.last_used.elapsed() < IDLE {
+        if st.leases > 0 || st.active > 0 || st.idle > 1 || st.last_used.elapsed() < IDLE {
             return false;
         }
         st.retired = true;
@@ -345,13 +260,7 @@ impl Relay {
         true
     }
 
-    /// One acceptor thread (leader/follower): it accepts a connection,
-    /// makes sure another thread is waiting in accept() (spawning one only
-    /// when none is), serves the connection, and goes back to accept().
-    /// So a process that talks to the relay one connection at a time keeps
-    /// two threads and spawns none per exchange; concurrent callers get up
-    /// to WORKERS_MAX threads. Surplus idle threads exit at the next tick;
-    /// the last one retires the relay after IDLE.
+    /// One acceptor thread (see the module documentation).
     fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             match listener.accept() {
@@ -374,7 +283,9 @@ impl Relay {
                             );
                         }
                     }
-                    self.serve(sock);
+                    // A panic while serving ends that connection only; the
+                    // counts below are restored either way.
+                    let _ = crate::panic::guard("the relay", || self.serve(sock));
                     let mut st = lock(&self.state);
                     st.active -= 1;
                     st.idle += 1;
@@ -402,11 +313,7 @@ impl Relay {
             }
         }
         drop(listener);
-        let pooled = std::mem::take(&mut *lock(&self.pool));
-        let n = pooled.len();
-        for conn in pooled {
-            conn.close();
-        }
+        let n = self.upstream.close_pooled();
         info!(
             "realm {} {}: relay {} retired after {} s idle ({n} pooled connection(s) closed)",
             self.target.realm,
@@ -445,7 +352,7 @@ impl Relay {
             if reader.read_exact(&mut request).is_err() {
                 break;
             }
-            match self.exchange(&request) {
+            match self.upstream.exchange(&request) {
                 Ok(reply) => {
                     if writer.write_all(&framing::encode(&reply)).is_err() {
                         break;
@@ -460,196 +367,5 @@ impl Relay {
                 }
             }
         }
-    }
-
-    fn take_pooled(&self, url: &WssUrl) -> Option<WssConnection> {
-        let mut pool = lock(&self.pool);
-        while let Some(i) = pool.iter().rposition(|c| c.url() == url) {
-            let mut conn = pool.swap_remove(i);
-            if conn.is_alive(IDLE) {
-                return Some(conn);
-            }
-            debug!(
-                "{}: pooled connection is closed or stale; dropping it",
-                conn.url()
-            );
-        }
-        None
-    }
-
-    fn put_back(&self, conn: WssConnection) {
-        let mut pool = lock(&self.pool);
-        if pool.len() < POOL_MAX {
-            pool.push(conn);
-        } else {
-            drop(pool);
-            conn.close();
-        }
-    }
-
-    fn connect(&self, url: &WssUrl) -> Result<WssConnection, TransportError> {
-        let start = Instant::now();
-        debug!(
-            "realm {} {}: connecting to {url}",
-            self.target.realm, self.target.service
-        );
-        match WssConnection::connect(url, &self.tls, self.target.connect_timeout) {
-            Ok(conn) => {
-                debug!(
-                    "realm {} {}: connected to {url} ({}{}) in {} ms",
-                    self.target.realm,
-                    self.target.service,
-                    conn.peer(),
-                    conn.via()
-                        .map(|v| format!(" through web proxy {v}"))
-                        .unwrap_or_default(),
-                    start.elapsed().as_millis()
-                );
-                Ok(conn)
-            }
-            Err(e) => {
-                warn!(
-                    "realm {} {}: {url}: {e}",
-                    self.target.realm, self.target.service
-                );
-                Err(e)
-            }
-        }
-    }
-
-    fn exchange_on(
-        &self,
-        conn: &mut WssConnection,
-        request: &[u8],
-        reused: bool,
-    ) -> Result<Vec<u8>, ExchangeFailure> {
-        let start = Instant::now();
-        let result = conn.exchange(request, self.target.request_timeout);
-        match &result {
-            Ok(reply) => debug!(
-                "realm {} {}: {} exchange over {} ({} connection, exchange #{}): sent {} bytes, received {} bytes in {} us",
-                self.target.realm,
-                self.target.service,
-                message_name(request, self.target.service),
-                conn.url(),
-                if reused { "pooled" } else { "new" },
-                conn.exchanges(),
-                request.len(),
-                reply.len(),
-                start.elapsed().as_micros()
-            ),
-            Err(f) if f.stale => debug!(
-                "realm {} {}: {}: pooled connection was closed by the server ({}); reconnecting and resending",
-                self.target.realm,
-                self.target.service,
-                conn.url(),
-                f.error
-            ),
-            Err(f) => warn!(
-                "realm {} {}: {}: {}",
-                self.target.realm,
-                self.target.service,
-                conn.url(),
-                f.error
-            ),
-        }
-        result
-    }
-
-    /// Sends `request` over the first URL that answers; a stale pooled
-    /// connection is replaced and the request resent.
-    pub fn exchange(&self, request: &[u8]) -> Result<Vec<u8>, AllFailed> {
-        let mut failures = Vec::new();
-        'urls: for url in try_order(&self.target.urls) {
-            while let Some(mut conn) = self.take_pooled(url) {
-                match self.exchange_on(&mut conn, request, true) {
-                    Ok(reply) => {
-                        self.put_back(conn);
-                        mark_ok(url);
-                        return Ok(reply);
-                    }
-                    Err(f) if f.stale => continue,
-                    Err(f) => {
-                        mark_failed(url);
-                        failures.push((url.to_string(), f.error));
-                        continue 'urls;
-                    }
-                }
-            }
-            let mut conn = match self.connect(url) {
-                Ok(c) => c,
-                Err(e) => {
-                    failures.push((url.to_string(), e));
-                    continue;
-                }
-            };
-            match self.exchange_on(&mut conn, request, false) {
-                Ok(reply) => {
-                    self.put_back(conn);
-                    mark_ok(url);
-                    return Ok(reply);
-                }
-                Err(f) => {
-                    mark_failed(url);
-                    failures.push((url.to_string(), f.error));
-                }
-            }
-        }
-        Err(AllFailed {
-            realm: self.target.realm.clone(),
-            service: self.target.service,
-            failures,
-        })
-    }
-
-    /// Makes sure a live connection to some URL is pooled, connecting in
-    /// URL order if needed. Run at lookup time, so that an unreachable
-    /// proxy or a certificate problem is reported to the application
-    /// through libkrb5's error message, not only in the log.
-    pub fn warm_up(&self) -> Result<(), AllFailed> {
-        {
-            let mut pool = lock(&self.pool);
-            while let Some(conn) = pool.last_mut() {
-                if conn.is_alive(IDLE) {
-                    debug!(
-                        "realm {} {}: an open connection to {} is pooled",
-                        self.target.realm,
-                        self.target.service,
-                        conn.url()
-                    );
-                    return Ok(());
-                }
-                pool.pop();
-            }
-        }
-        let mut failures = Vec::new();
-        for url in try_order(&self.target.urls) {
-            match self.connect(url) {
-                Ok(conn) => {
-                    self.put_back(conn);
-                    mark_ok(url);
-                    return Ok(());
-                }
-                Err(e) => failures.push((url.to_string(), e)),
-            }
-        }
-        Err(AllFailed {
-            realm: self.target.realm.clone(),
-            service: self.target.service,
-            failures,
-        })
-    }
-}
-
-/// Names a request for the log: AS-REQ, TGS-REQ, kpasswd v1, ...
-fn message_name(request: &[u8], service: Service) -> String {
-    use krb5_wss_proto::kerberos::{check_kdc_request, check_kpasswd_request};
-    match service {
-        Service::Kdc => check_kdc_request(request)
-            .map(|r| r.kind.name().to_string())
-            .unwrap_or_else(|_| "KDC".into()),
-        Service::Kpasswd => check_kpasswd_request(request)
-            .map(|r| format!("kpasswd v{:#06x}", r.version))
-            .unwrap_or_else(|_| "kpasswd".into()),
     }
 }

@@ -20,6 +20,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+use crate::deadline::{is_timeout, remaining, DeadlineStream};
 use crate::url::WssUrl;
 
 /// The largest reply the plugin accepts from a proxy.
@@ -110,20 +111,32 @@ pub struct ExchangeFailure {
     pub stale: bool,
 }
 
-/// The byte stream under the WebSocket: TLS, or plain TCP for `ws://`.
+/// The byte stream under the WebSocket: TLS, or plain TCP for `ws://`;
+/// either way over a [`DeadlineStream`].
 pub enum Stream {
     /// `ws://`.
-    Plain(TcpStream),
+    Plain(DeadlineStream),
     /// `wss://`.
     Tls(Box<crate::tls::Stream>),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    fn inner(&self) -> &DeadlineStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => crate::tls::tcp(s),
+            Stream::Tls(s) => crate::tls::inner(s),
         }
+    }
+
+    fn inner_mut(&mut self) -> &mut DeadlineStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => crate::tls::inner_mut(s),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        self.inner().tcp()
     }
 }
 
@@ -162,9 +175,6 @@ pub struct WssConnection {
     /// When the connection was last known to be open (a liveness check or
     /// a completed exchange): checks within [`RECHECK_AFTER`] are skipped.
     known_alive: Instant,
-    /// The socket timeouts currently set, to avoid setting them again.
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
     exchanges: u64,
 }
 
@@ -181,19 +191,6 @@ impl fmt::Debug for WssConnection {
             .field("exchanges", &self.exchanges)
             .finish()
     }
-}
-
-fn remaining(deadline: Instant) -> Option<Duration> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Resolves the URL's host to socket addresses (IP literals need no lookup).
@@ -213,18 +210,6 @@ fn resolve_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, TransportError
         return Err(TransportError::Resolve(format!("{host}: no addresses")));
     }
     Ok(addrs)
-}
-
-/// Sets read and write timeouts to what is left of the connect deadline.
-fn set_timeouts(tcp: &TcpStream, deadline: Instant, bound: Duration) -> Result<(), TransportError> {
-    let left = remaining(deadline).ok_or(TransportError::Timeout {
-        phase: "connecting",
-        after: bound,
-    })?;
-    tcp.set_read_timeout(Some(left))
-        .map_err(TransportError::Io)?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(TransportError::Io)
 }
 
 fn connect_tcp(
@@ -285,8 +270,9 @@ fn ws_config() -> WebSocketConfig {
 }
 
 impl WssConnection {
-    /// Opens a connection: TCP, TLS (when `wss://`), WebSocket handshake,
-    /// all within `connect_timeout`.
+    /// Opens a connection: TCP, web-proxy CONNECT, TLS (when `wss://`) and
+    /// WebSocket handshake, all within `connect_timeout`, whatever the
+    /// server sends or how slowly (one deadline covers every byte).
     pub fn connect(
         url: &WssUrl,
         tls: &crate::tls::Client,
@@ -298,18 +284,14 @@ impl WssConnection {
             crate::webproxy::proxy_for(url, crate::env::var).map_err(TransportError::WebProxy)?;
         let tcp = match &proxy {
             None => connect_tcp(&resolve(url)?, deadline, connect_timeout)?,
-            Some(p) => {
-                let mut tcp =
-                    connect_tcp(&resolve_host(&p.host, p.port)?, deadline, connect_timeout)?;
-                set_timeouts(&tcp, deadline, connect_timeout)?;
-                crate::webproxy::connect_tunnel(&mut tcp, p, url)
-                    .map_err(TransportError::WebProxy)?;
-                tcp
-            }
+            Some(p) => connect_tcp(&resolve_host(&p.host, p.port)?, deadline, connect_timeout)?,
         };
         let peer = tcp.peer_addr().map_err(TransportError::Io)?;
         let _ = tcp.set_nodelay(true);
-        set_timeouts(&tcp, deadline, connect_timeout)?;
+        let mut tcp = DeadlineStream::new(tcp, Some(deadline));
+        if let Some(p) = &proxy {
+            crate::webproxy::connect_tunnel(&mut tcp, p, url).map_err(TransportError::WebProxy)?;
+        }
         let stream = if url.tls {
             match crate::tls::handshake(tls, &host, tcp) {
                 Ok(s) => Stream::Tls(Box::new(s)),
@@ -325,7 +307,6 @@ impl WssConnection {
         } else {
             Stream::Plain(tcp)
         };
-        set_timeouts(stream.tcp(), deadline, connect_timeout)?;
 
         let mut request = url
             .to_string()
@@ -376,8 +357,6 @@ impl WssConnection {
             deframer: Deframer::new(MAX_REPLY),
             last_used: Instant::now(),
             known_alive: Instant::now(),
-            read_timeout: None,
-            write_timeout: None,
             exchanges: 0,
         })
     }
@@ -416,8 +395,9 @@ impl WssConnection {
     ) -> Result<Vec<u8>, ExchangeFailure> {
         let deadline = Instant::now() + timeout;
         let fail = |error, stale| ExchangeFailure { error, stale };
-        self.set_timeouts(timeout, timeout)
-            .map_err(|e| fail(TransportError::Io(e), false))?;
+        // Every read and write below (the request, pongs, the reply in any
+        // number of frames and pieces) runs under this one deadline.
+        self.ws.get_mut().inner_mut().set_deadline(Some(deadline));
         let record = framing::try_encode(request)
             .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
         if let Err(e) = self.ws.send(Message::Binary(record.into())) {
@@ -433,9 +413,8 @@ impl WssConnection {
         }
         let mut replies = Vec::new();
         let mut got_bytes = false;
-        let mut first_read = true;
         loop {
-            let Some(left) = remaining(deadline) else {
+            if remaining(deadline).is_none() {
                 return Err(fail(
                     TransportError::Timeout {
                         phase: "waiting for the reply",
@@ -443,14 +422,7 @@ impl WssConnection {
                     },
                     false,
                 ));
-            };
-            if !first_read {
-                // Later reads (a reply in several messages, or pings first)
-                // get what is left of the deadline.
-                self.set_timeouts(left, timeout)
-                    .map_err(|e| fail(TransportError::Io(e), false))?;
             }
-            first_read = false;
             match self.ws.read() {
                 Ok(Message::Binary(data)) => {
                     got_bytes = true;
@@ -524,6 +496,7 @@ impl WssConnection {
         if self.known_alive.elapsed() < RECHECK_AFTER {
             return true;
         }
+        self.ws.get_mut().inner_mut().set_deadline(None);
         if self.ws.get_ref().tcp().set_nonblocking(true).is_err() {
             return false;
         }
@@ -543,28 +516,10 @@ impl WssConnection {
         alive
     }
 
-    /// Sets the socket's read and write timeouts, skipping the system
-    /// calls when they already have these values.
-    fn set_timeouts(&mut self, read: Duration, write: Duration) -> io::Result<()> {
-        let tcp = self.ws.get_ref().tcp();
-        if self.read_timeout != Some(read) {
-            tcp.set_read_timeout(Some(read))?;
-            self.read_timeout = Some(read);
-        }
-        if self.write_timeout != Some(write) {
-            tcp.set_write_timeout(Some(write))?;
-            self.write_timeout = Some(write);
-        }
-        Ok(())
-    }
-
     /// Sends a normal close frame (best effort, never blocks long).
     pub fn close(mut self) {
-        let _ = self
-            .ws
-            .get_ref()
-            .tcp()
-            .set_write_timeout(Some(Duration::from_millis(200)));
+        let deadline = Instant::now() + Duration::from_millis(200);
+        self.ws.get_mut().inner_mut().set_deadline(Some(deadline));
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
     }

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 
 use crate::url::{Host, WssUrl};
 
@@ -179,7 +179,7 @@ const MAX_RESPONSE: usize = 8 * 1024;
 /// Asks the web proxy on `stream` for a tunnel to `url`'s host and port.
 /// The stream's timeouts bound the wait. Returns a message on refusal.
 pub fn connect_tunnel(
-    stream: &mut TcpStream,
+    stream: &mut (impl Read + Write),
     proxy: &WebProxy,
     url: &WssUrl,
 ) -> Result<(), String> {
@@ -250,37 +250,24 @@ pub fn connect_tunnel(
     Ok(())
 }
 
+/// `%XX` decoding of the credentials in a proxy URL (invalid escapes are
+/// kept as they are; bytes that are not UTF-8 are replaced).
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
-                out.push(char::from(T[((n >> shift) & 63) as usize]));
+                let sextet = usize::try_from((n >> shift) & 63).unwrap_or(0);
+                out.push(char::from(T.get(sextet).copied().unwrap_or(b'A')));
             } else {
                 out.push('=');
             }
@@ -393,5 +380,8 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(percent_decode("u%40x:p%3A"), "u@x:p:");
         assert_eq!(percent_decode("100%"), "100%");
+        // Not ASCII after the %: kept, never a panic.
+        assert_eq!(percent_decode("%a\u{e9}:pw"), "%a\u{e9}:pw");
+        assert_eq!(percent_decode("%\u{e9}"), "%\u{e9}");
     }
 }

@@ -247,3 +247,17 @@ def test_no_leaks_under_valgrind(client, realm, proxy, hooks_client, c_programs,
     print(f"\nlocate loop: {loop}\nhooks client: {hooks}")
     for summary in (loop, hooks):
         assert summary["definitely lost"] == 0 and summary["indirectly lost"] == 0, summary
+
+
+def test_fork_of_a_busy_process(client, realm, c_programs):
+    """4 threads keep the plugin's relay busy (an exchange at every moment:
+    the pool, the URL health map, the registries, the log) while the main
+    thread forks 100 times; every child gets initial credentials with a new
+    context within 10 s (its alarm counts it as hung otherwise)."""
+    env = dict(client.env)
+    if os.environ.get("KRB5_FORK_BUSY_GDB"):  # diagnostics: stacks of slow children
+        env["KRB5_FORK_BUSY_GDB"] = os.environ["KRB5_FORK_BUSY_GDB"]
+    r = run([str(c_programs["krb5_fork_busy"]), realm.user, realm.password,
+             f"{LIBKRB5_PLUGIN_DIR}/krb5_wss.so", "4", "100"], env, plugin_dir=client.plugin_dir, timeout=600)
+    assert "100 forks: 100 ok, 0 hung, 0 errors" in r.stdout, r.stdout + r.stderr[-4000:]
+    assert r.returncode == 0, r.stdout

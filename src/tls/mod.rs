@@ -9,7 +9,6 @@
 //! `native-tls` cargo feature, the system's OpenSSL through `native-tls`,
 //! for sites whose policy requires it. This module is the part they share.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -159,15 +158,16 @@ pub enum HandshakeError {
     Io(std::io::Error),
 }
 
-/// Runs the TLS handshake for `host` over `tcp` (whose timeouts bound it).
-pub fn handshake(client: &Client, host: &str, tcp: TcpStream) -> Result<Stream, HandshakeError> {
+/// Runs the TLS handshake for `host` over `tcp` (whose deadline bounds it).
+pub fn handshake(
+    client: &Client,
+    host: &str,
+    tcp: crate::deadline::DeadlineStream,
+) -> Result<Stream, HandshakeError> {
     backend::handshake(client, host, tcp)
 }
 
-/// The TCP connection under a TLS stream.
-pub fn tcp(stream: &Stream) -> &TcpStream {
-    backend::tcp(stream)
-}
+pub use backend::{inner, inner_mut};
 
 /// How long a built configuration is reused before anchors are re-read.
 const CACHE_TTL: Duration = Duration::from_secs(60);

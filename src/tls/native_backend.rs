@@ -1,12 +1,11 @@
 //! The native-tls backend (cargo feature `native-tls`): the system's
 //! OpenSSL, its default verify paths for the system store, TLS 1.2+.
 
-use std::net::TcpStream;
-
 use native_tls::{Certificate, Protocol, TlsConnector, TlsStream};
 use rustls::pki_types::CertificateDer;
 
 use super::HandshakeError;
+use crate::deadline::DeadlineStream;
 
 /// Backend name, for logs.
 pub const NAME: &str = "native-tls";
@@ -15,7 +14,7 @@ pub const NAME: &str = "native-tls";
 pub type Client = TlsConnector;
 
 /// A TLS stream over TCP.
-pub type Stream = TlsStream<TcpStream>;
+pub type Stream = TlsStream<DeadlineStream>;
 
 /// Builds the client; `anchors` None means OpenSSL's default verify paths.
 pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, String> {
@@ -38,8 +37,12 @@ pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, St
     b.build().map_err(|e| format!("TLS setup (OpenSSL): {e}"))
 }
 
-/// Runs the handshake to completion (bounded by `tcp`'s timeouts).
-pub fn handshake(client: &Client, host: &str, tcp: TcpStream) -> Result<Stream, HandshakeError> {
+/// Runs the handshake to completion (bounded by `tcp`'s deadline).
+pub fn handshake(
+    client: &Client,
+    host: &str,
+    tcp: DeadlineStream,
+) -> Result<Stream, HandshakeError> {
     match client.connect(host, tcp) {
         Ok(s) => Ok(s),
         Err(native_tls::HandshakeError::WouldBlock(_)) => Err(HandshakeError::Timeout),
@@ -47,9 +50,14 @@ pub fn handshake(client: &Client, host: &str, tcp: TcpStream) -> Result<Stream, 
     }
 }
 
-/// The TCP connection under the stream.
-pub fn tcp(s: &Stream) -> &TcpStream {
+/// The deadline stream under the TLS stream.
+pub fn inner(s: &Stream) -> &DeadlineStream {
     s.get_ref()
+}
+
+/// The deadline stream under the TLS stream, to change its deadline.
+pub fn inner_mut(s: &mut Stream) -> &mut DeadlineStream {
+    s.get_mut()
 }
 
 /// Maps OpenSSL's verify messages to the same words as the rustls backend.

@@ -2,13 +2,13 @@
 //! system roots through rustls-native-certs.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::HandshakeError;
+use crate::deadline::DeadlineStream;
 
 /// Backend name, for logs.
 pub const NAME: &str = "rustls";
@@ -17,7 +17,7 @@ pub const NAME: &str = "rustls";
 pub type Client = Arc<ClientConfig>;
 
 /// A TLS stream over TCP.
-pub type Stream = StreamOwned<ClientConnection, TcpStream>;
+pub type Stream = StreamOwned<ClientConnection, DeadlineStream>;
 
 /// Builds the client; `anchors` None means the system store.
 pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, String> {
@@ -43,11 +43,11 @@ pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, St
     Ok(Arc::new(cfg))
 }
 
-/// Runs the handshake to completion (bounded by `tcp`'s timeouts).
+/// Runs the handshake to completion (bounded by `tcp`'s deadline).
 pub fn handshake(
     client: &Client,
     host: &str,
-    mut tcp: TcpStream,
+    mut tcp: DeadlineStream,
 ) -> Result<Stream, HandshakeError> {
     let name = ServerName::try_from(host.to_string()).map_err(|e| {
         HandshakeError::Failed(format!(
@@ -64,9 +64,14 @@ pub fn handshake(
     Ok(StreamOwned::new(conn, tcp))
 }
 
-/// The TCP connection under the stream.
-pub fn tcp(s: &Stream) -> &TcpStream {
+/// The deadline stream under the TLS stream.
+pub fn inner(s: &Stream) -> &DeadlineStream {
     s.get_ref()
+}
+
+/// The deadline stream under the TLS stream, to change its deadline.
+pub fn inner_mut(s: &mut Stream) -> &mut DeadlineStream {
+    s.get_mut()
 }
 
 fn map_io(e: io::Error, host: &str) -> HandshakeError {
