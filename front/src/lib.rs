@@ -15,8 +15,9 @@
 //! to the core, so programs link against the one file libkrb5 loads.
 //!
 //! Modules: `sys` holds every C declaration, every export and every
-//! `unsafe` block; `loader` finds and loads the core; `locate` answers
-//! lookups; `msg` formats messages into fixed buffers.
+//! `unsafe` block; `loader` finds and loads the core (after `elf` checked
+//! that the file is not truncated); `locate` answers lookups; `msg`
+//! formats messages into fixed buffers.
 //!
 //! No panics: in release builds the panic handler calls a symbol that
 //! exists nowhere and the module links with `--no-undefined` (build.rs), so
@@ -25,6 +26,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+mod elf;
 mod loader;
 mod locate;
 mod msg;

@@ -3,8 +3,9 @@
 
 use core::fmt::Write;
 
+use crate::elf::bytes_needed;
 use crate::msg::{Bytes, Msg};
-use crate::sys::{self, Core, Library};
+use crate::sys::{self, Core, File, Library};
 
 /// Room for a path (PATH_MAX) and for a cause naming one plus the loader's
 /// message.
@@ -89,6 +90,19 @@ fn try_load(path: &mut Msg<PATH_CAP>, cause: &mut Msg<CAUSE_CAP>) -> Option<Core
         let _ = write!(cause, "the core's path is too long: {}...", path);
         return None;
     }
+    if let Some(file) = File::open(path.as_cstr()) {
+        if let (Some(size), Some(need)) = (file.size(), bytes_needed(&file)) {
+            if need > size {
+                let _ = write!(
+                    cause,
+                    "the core {path} is truncated ({size} bytes; its segments end at byte {need}): \
+                     not loading it, the dynamic loader would crash the process"
+                );
+                return None;
+            }
+        }
+    }
+    // A file that cannot be opened, or is not ELF: dlopen says why.
     let lib = match Library::open(path.as_cstr()) {
         Ok(lib) => lib,
         Err(()) => {

@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 
 use krb5_wss_owner::ProfileView;
 
+use crate::elf::ReadAt;
 use crate::loader::{self, Loaded, Symbols, CAUSE_CAP, PATH_CAP};
 use crate::msg::Msg;
 
@@ -24,6 +25,10 @@ pub const KDC_UNREACH: ErrorCode = -1765328228;
 /// KRB5_PLUGIN_OP_NOTSUPP.
 pub const OP_NOTSUPP: ErrorCode = -1765328134;
 const EINVAL: ErrorCode = 22;
+
+const O_RDONLY: c_int = 0;
+const O_CLOEXEC: c_int = 0o2_000_000; // Linux (x86, ARM, RISC-V, ...)
+const SEEK_END: c_int = 2;
 
 const RTLD_NOW: c_int = 0x2;
 const RTLD_LOCAL: c_int = 0;
@@ -99,6 +104,10 @@ mod c {
         pub fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void;
         pub fn dlerror() -> *const c_char;
         pub fn pthread_once(once: *mut c_int, init: extern "C" fn()) -> c_int;
+        pub fn open(path: *const c_char, flags: c_int, ...) -> c_int;
+        pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> i64;
+        pub fn pread(fd: c_int, buf: *mut c_void, count: usize, offset: i64) -> isize;
+        pub fn close(fd: c_int) -> c_int;
         #[cfg(debug_assertions)]
         pub fn abort() -> !;
         /// Defined nowhere, on purpose: see [`super::panic_path_survived_optimisation`].
@@ -236,6 +245,42 @@ pub fn append_dlerror<const N: usize>(m: &mut Msg<N>) {
     } else {
         // SAFETY: as above.
         m.push(unsafe { CStr::from_ptr(e) }.to_bytes());
+    }
+}
+
+/// A file open for reading (closed on drop).
+pub struct File(c_int);
+
+impl File {
+    pub fn open(path: &CStr) -> Option<File> {
+        // SAFETY: path is a NUL-terminated string; the flags are valid and
+        // need no mode argument.
+        let fd = unsafe { c::open(path.as_ptr(), O_RDONLY | O_CLOEXEC) };
+        (fd >= 0).then_some(File(fd))
+    }
+
+    /// The file's size (lseek to its end).
+    pub fn size(&self) -> Option<u64> {
+        // SAFETY: an open descriptor of ours; reading is done with pread,
+        // so the file offset does not matter.
+        let end = unsafe { c::lseek(self.0, 0, SEEK_END) };
+        u64::try_from(end).ok()
+    }
+}
+
+impl ReadAt for File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Option<usize> {
+        let offset = i64::try_from(offset).ok()?;
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let n = unsafe { c::pread(self.0, buf.as_mut_ptr().cast(), buf.len(), offset) };
+        usize::try_from(n).ok()
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { c::close(self.0) };
     }
 }
 
