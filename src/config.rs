@@ -18,8 +18,12 @@
 //! Options of our own, in the realm's stanza (timeouts also in
 //! `[libdefaults]`): `wss_connect_timeout` (default 5 s),
 //! `wss_request_timeout` (default 15 s), `wss_allow_plaintext` (default
-//! false; permits `ws://` URLs). `http_anchors` is MIT's own option for its
-//! HTTPS transport, with the same `FILE:`, `DIR:` and `ENV:` forms.
+//! false; permits `ws://` URLs), `wss_dns_discovery` (realm, else
+//! `[libdefaults]`; default false: whether a realm with no `kdc` lines is
+//! looked for in DNS, see [`dns_lookup_applies`]). `http_anchors` is MIT's
+//! own option for its HTTPS transport, with the same `FILE:`, `DIR:` and
+//! `ENV:` forms. Which realms are ours is decided by the owner crate
+//! (`owner/`), shared with the front module.
 
 use std::ffi::{CStr, CString};
 use std::fmt;
