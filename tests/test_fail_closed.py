@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LIBKRB5_PLUGIN_DIR, client_env, free_ports, run, write_krb5_conf
+from conftest import LIBKRB5_PLUGIN_DIR, ROOT, client_env, free_ports, run, write_krb5_conf
 
 CORE_IN_NAMESPACE = f"{LIBKRB5_PLUGIN_DIR}/krb5-wss/krb5_wss_core.so"
 
@@ -168,3 +168,20 @@ def test_core_is_loaded_only_by_absolute_path(realm, plugin_dir, c_programs, tmp
     assert p.returncode == 1, p.stdout + p.stderr
     assert (f"krb5-wss: realm {realm.name}: krb5_wss.so was loaded as \"./krb5_wss.so\", not by an "
             "absolute path: not loading the core relative to it") in p.stderr, p.stderr
+
+
+def test_install_hooks_without_a_core_names_the_cause(realm, proxy, pki, plugin_dir, tmp_path):
+    """examples/hooks_client.c, linked against the front module: with the
+    core missing, krb5_wss_install_hooks fails and says why."""
+    broken = broken_plugin_dir(plugin_dir, tmp_path, "missing")
+    exe = tmp_path / "hooks_client"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "krb5"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    subprocess.run(["cc", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'include'}", "-o", str(exe),
+                    str(ROOT / "examples" / "hooks_client.c"), *flags, str(broken / "krb5_wss.so"),
+                    f"-Wl,-rpath,{LIBKRB5_PLUGIN_DIR}"], check=True, capture_output=True, text=True)
+    env = client_env(tmp_path, mixed_realm_conf(realm, proxy, pki, tmp_path / "client"))
+    r = run([str(exe), realm.user, realm.password, realm.host_princ, "1"], env, plugin_dir=broken)
+    assert r.returncode != 0, r.output
+    assert ("hooks_client: krb5_wss_install_hooks: krb5-wss: cannot load the core "
+            f"{CORE_IN_NAMESPACE}") in r.output, r.output
