@@ -216,10 +216,10 @@ def libkrb5_plugin_dir() -> str:
 
 def write_krb5_conf(path: Path, kdc_lines: list[str], extra_realm: dict[str, str] | None = None,
                     libdefaults: dict[str, str] | None = None) -> Path:
-    lines = ["[libdefaults]", f"\tdefault_realm = {REALM}", "\tdns_lookup_kdc = false",
-             "\tdns_lookup_realm = false", "\trdns = false"]
-    for k, v in (libdefaults or {}).items():
-        lines.append(f"\t{k} = {v}")
+    settings = {"default_realm": REALM, "dns_lookup_kdc": "false", "dns_lookup_realm": "false",
+                "rdns": "false"}
+    settings.update(libdefaults or {})
+    lines = ["[libdefaults]"] + [f"\t{k} = {v}" for k, v in settings.items()]
     lines += ["[realms]", f"\t{REALM} = {{"]
     for kdc in kdc_lines:
         lines.append(f"\t\tkdc = {kdc}")
@@ -234,8 +234,10 @@ class Client:
     """One client configuration: a krb5.conf, a ccache, and the plugin
     directory to bind-mount (the built plugin, or an empty directory)."""
 
-    def __init__(self, name: str, work: Path, conf: Path, plugin_dir: Path):
+    def __init__(self, name: str, work: Path, conf: Path, plugin_dir: Path,
+                 resolv_conf: Path | None = None):
         self.name = name
+        self.resolv_conf = resolv_conf
         self.dir = work / f"client-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.plugin_dir = plugin_dir
@@ -252,17 +254,24 @@ class Client:
 
     def ns(self, cmd: list[str]) -> list[str]:
         script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        if self.resolv_conf is not None:
+            # Also this client's resolv.conf (as the tests' ns_command does).
+            script = 'mount --bind "$3" /etc/resolv.conf && ' + script.replace(
+                "shift 2", "shift 3")
+        extra = [str(self.resolv_conf)] if self.resolv_conf is not None else []
         return ["unshare", "-Urm", "sh", "-c", script, "sh", str(self.plugin_dir),
-                LIBKRB5_PLUGIN_DIR, *cmd]
+                LIBKRB5_PLUGIN_DIR, *extra, *cmd]
 
     def timeloop(self, cmd: list[str], reps: int, stdin: str | None = None,
                  copy: tuple[Path, Path] | None = None, wrap: list[str] | None = None,
-                 timeout: float = 600, with_cpu: bool = False):
+                 timeout: float = 600, with_cpu: bool = False, allow_fail: bool = False):
         """Runs `cmd` `reps` times inside the namespace (one namespace for all
         of them) and returns each run's wall time in seconds (and, with
-        `with_cpu`, also each run's CPU time)."""
+        `with_cpu`, also each run's CPU time). A failing run is an error
+        unless `allow_fail`."""
         spec = {"cmd": (wrap or []) + cmd, "reps": reps, "input": stdin,
-                "copy": [str(copy[0]), str(copy[1])] if copy else None}
+                "copy": [str(copy[0]), str(copy[1])] if copy else None,
+                "allow_fail": allow_fail}
         full = self.ns([sys.executable, str(Path(__file__).resolve()), "--timeloop",
                         json.dumps(spec)])
         p = subprocess.run(full, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -290,7 +299,7 @@ def timeloop_main(spec_json: str) -> int:
             _, status, ru = os.wait4(p.pid, 0)
             dt = time.perf_counter() - t0
             p.returncode = os.waitstatus_to_exitcode(status)
-            if p.returncode != 0:
+            if p.returncode != 0 and not (spec.get("allow_fail") and p.returncode > 0):
                 err.seek(0)
                 sys.stderr.write(err.read())
                 return 1
@@ -441,6 +450,11 @@ class Bench:
             "e-without": Client("e-without", self.work, confs / "direct.conf", self.empty_dir),
             "e-with": Client("e-with", self.work, confs / "direct.conf", self.plugin_dir),
         }
+        self.old_plugin_dir = self.args.compare_plugin_dir
+        if self.old_plugin_dir:
+            self.clients["e-old"] = Client("e-old", self.work, confs / "direct.conf",
+                                           self.old_plugin_dir.resolve())
+            self.old_plugin_dir = self.old_plugin_dir.resolve()
         # Every path must work before anything is timed; a TGT per path for B.
         for name, c in self.clients.items():
             c.timeloop(["kinit", self.user], 1, stdin=self.password + "\n")
@@ -724,48 +738,66 @@ class Bench:
                 return int(line.split()[1])
         raise RuntimeError(f"no totals in {out}")
 
+    def alternate(self, names: list[str], clients: dict[str, Client], blocks: int, per_block: int,
+                  allow_fail: bool = False) -> dict[str, tuple[list[float], list[float]]]:
+        """kinit `blocks` x `per_block` times with each client, the order
+        rotating from block to block (each client takes each place in turn);
+        wall and CPU times per client."""
+        out: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
+        for b in range(blocks):
+            order = names[b % len(names):] + names[:b % len(names)]
+            for name in order:
+                w, c = clients[name].timeloop(["kinit", self.user], per_block,
+                                              stdin=self.password + "\n", with_cpu=True,
+                                              allow_fail=allow_fail)
+                out[name][0].extend(w)
+                out[name][1].extend(c)
+        return out
+
+    def micro(self, plugin_dir: Path, env: dict) -> dict:
+        """The lookup itself, in a loop (init + lookup(kdc, UDP) + fini), in
+        five processes (dlopen happens once per process, and varies)."""
+        exe = self.work / "locate_micro"
+        if not exe.exists():
+            subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "bench" / "locate_micro.c"),
+                            *subprocess.run(["pkg-config", "--cflags", "--libs", "krb5"],
+                                            capture_output=True, text=True,
+                                            check=True).stdout.split(), "-ldl"],
+                           check=True, capture_output=True)
+        runs = []
+        for _ in range(5):
+            m = subprocess.run([str(exe), str(plugin_dir / "krb5_wss.so"), REALM,
+                                "10000" if self.quick else "50000"],
+                               env=env, capture_output=True, text=True, check=True)
+            runs.append(json.loads(m.stdout))
+        r = {k: median([x[k] for x in runs]) for k in ("dlopen_us", "first_lookup_us", "lookup_ns")}
+        r["runs"] = runs
+        return r
+
+    def say_pair(self, label: str, without: list[float], with_: list[float]) -> float:
+        mo, mw = median(without), median(with_)
+        overhead = (mw - mo) / mo
+        self.say(f"  {label}: kinit median without plugin {mo * 1000:.2f} ms "
+                 f"(p10-p90 {pct(without, 10) * 1000:.2f}-{pct(without, 90) * 1000:.2f}), "
+                 f"with {mw * 1000:.2f} ms ({pct(with_, 10) * 1000:.2f}-{pct(with_, 90) * 1000:.2f})"
+                 f": {100 * overhead:+.1f}%")
+        return overhead
+
     def section_e(self) -> None:
         blocks = 3 if self.quick else 10
         per_block = 10
         log(f"E. plugin cost for a realm it does not own: {blocks * per_block} kinit each way")
-        without: list[float] = []
-        with_: list[float] = []
-        cpu_without: list[float] = []
-        cpu_with: list[float] = []
-        for b in range(blocks):
-            pair = [("e-without", without, cpu_without), ("e-with", with_, cpu_with)]
-            if b % 2:
-                pair.reverse()
-            for name, acc, cacc in pair:
-                w, c = self.clients[name].timeloop(["kinit", self.user], per_block,
-                                                   stdin=self.password + "\n", with_cpu=True)
-                acc += w
-                cacc += c
+        names = ["e-without", "e-with"] + (["e-old"] if "e-old" in self.clients else [])
+        t = self.alternate(names, self.clients, blocks, per_block)
+        without, cpu_without = t["e-without"]
+        with_, cpu_with = t["e-with"]
         mw, mo = median(with_), median(without)
         overhead = (mw - mo) / mo
         # Instruction counts (deterministic): one kinit under callgrind each way.
-        ir_o = self.callgrind_total(self.clients["e-without"], ["kinit", self.user],
-                                    self.password + "\n", self.out / "callgrind.kinit-without")
-        ir_w = self.callgrind_total(self.clients["e-with"], ["kinit", self.user],
-                                    self.password + "\n", self.out / "callgrind.kinit-with")
-        # The lookup itself, in a loop (init + lookup(kdc, UDP) + fini).
-        micro = self.work / "locate_micro"
-        subprocess.run(["gcc", "-O2", "-o", str(micro), str(ROOT / "bench" / "locate_micro.c"),
-                        *subprocess.run(["pkg-config", "--cflags", "--libs", "krb5"],
-                                        capture_output=True, text=True,
-                                        check=True).stdout.split(), "-ldl"],
-                       check=True, capture_output=True)
-        # Five processes: dlopen happens once per process, and varies.
-        micro_runs = []
-        for _ in range(5):
-            m = subprocess.run([str(micro), str(self.plugin_dir / "krb5_wss.so"), REALM,
-                                "10000" if self.quick else "50000"],
-                               env=self.clients["e-with"].env, capture_output=True, text=True,
-                               check=True)
-            micro_runs.append(json.loads(m.stdout))
-        micro_r = {k: median([r[k] for r in micro_runs])
-                   for k in ("dlopen_us", "first_lookup_us", "lookup_ns")}
-        micro_r["runs"] = micro_runs
+        ir = {n: self.callgrind_total(self.clients[n], ["kinit", self.user], self.password + "\n",
+                                      self.out / f"callgrind.kinit-{n[2:]}") for n in names}
+        ir_o, ir_w = ir["e-without"], ir["e-with"]
+        micro_r = self.micro(self.plugin_dir, self.clients["e-with"].env)
         self.say(f"E. plugin cost for a realm it does not own (kdc = 127.0.0.1:PORT), "
                  f"{len(with_)} kinit each way, both in the same kind of namespace")
         self.say(f"  kinit median without plugin {mo * 1000:.2f} ms "
@@ -780,13 +812,145 @@ class Bench:
         self.say(f"  plugin alone (median of 5 processes): dlopen {micro_r['dlopen_us']:.0f} us "
                  f"and first lookup {micro_r['first_lookup_us']:.0f} us once per process; then "
                  f"init+lookup+fini {micro_r['lookup_ns']:.0f} ns per lookup")
-        self.say()
         self.results["E"] = {"without_s": without, "with_s": with_, "overhead": overhead,
                              "cpu_without_s": cpu_without, "cpu_with_s": cpu_with,
                              "ir_without": ir_o, "ir_with": ir_w, "micro": micro_r}
+        if "e-old" in t:
+            old = t["e-old"][0]
+            mold = median(old)
+            micro_old = self.micro(self.old_plugin_dir, self.clients["e-old"].env)
+            self.say(f"  compared: {self.old_plugin_dir}: kinit median {mold * 1000:.2f} ms "
+                     f"({100 * (mold - mo) / mo:+.1f}% over no plugin; this front "
+                     f"{100 * (mw - mold) / mold:+.1f}% vs it), instructions "
+                     f"{ir['e-old'] / 1e6:.2f} M ({100 * (ir['e-old'] - ir_o) / ir_o:+.2f}%); "
+                     f"dlopen {micro_old['dlopen_us']:.0f} us, "
+                     f"{micro_old['lookup_ns']:.0f} ns per lookup")
+            self.results["E"].update({"old_s": old, "ir_old": ir["e-old"], "micro_old": micro_old})
+        self.say()
         self.target("E", "plugin costs under 5% of a kinit (non-owned realm)",
                     f"wall {100 * overhead:+.1f}%, instructions "
                     f"{100 * (ir_w - ir_o) / ir_o:+.2f}%", overhead < 0.05)
+        self.section_e_dns()
+
+    # -- E, a realm known only to DNS -------------------------------------
+
+    def start_dnsmasq(self, address: str) -> Path:
+        """dnsmasq on ADDRESS:53, authoritative for the realm's domain, with
+        libkrb5's own SRV records for the KDC (and its host's address)."""
+        kdc_host = f"kdc.{REALM.lower()}"
+        log_path = self.logs / f"dnsmasq-{address}.queries"
+        p = self.procs.start("dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--bind-interfaces", f"--listen-address={address}", "--port=53",
+            "--log-queries", f"--log-facility={log_path}", "--local-ttl=300", "--user=root",
+            "--group=root", "--pid-file=", f"--local=/{REALM.lower()}/",
+            f"--srv-host=_kerberos._udp.{REALM},{kdc_host},{self.kdc_port},0,0",
+            f"--srv-host=_kerberos._tcp.{REALM},{kdc_host},{self.kdc_port},0,0",
+            f"--host-record={kdc_host},127.0.0.1"], self.logs)
+        deadline = time.monotonic() + 5
+        while not (log_path.exists() and "started" in log_path.read_text()):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dnsmasq did not start on {address}")
+            time.sleep(0.02)
+        return log_path
+
+    def section_e_dns(self) -> None:
+        """A realm with no kdc lines, dns_lookup_kdc on and no
+        wss_dns_discovery: libkrb5 finds the KDC in DNS. With a working DNS
+        server (dnsmasq) and with a silent one (a UDP socket that never
+        answers, resolv.conf timeout:1 attempts:1: kinit then fails after
+        libkrb5's own timeouts). Each with and without the plugin."""
+        if os.geteuid() != 0 or not shutil.which("dnsmasq"):
+            self.say("E-dns. skipped: needs root and dnsmasq (a DNS server on port 53)")
+            self.say()
+            self.target("E-dns", "DNS-only realm: plugin costs under 2% of a kinit",
+                        "skipped (needs root and dnsmasq)", None)
+            return
+        # Addresses apart from the tests' 127.0.53.N.
+        n = os.getpid() % 120 * 2 + 1
+        working, silent_addr = f"127.0.54.{n}", f"127.0.54.{n + 1}"
+        queries = self.start_dnsmasq(working)
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind((silent_addr, 53))
+        try:
+            self._section_e_dns(working, silent_addr, queries)
+        finally:
+            silent.close()
+
+    def _section_e_dns(self, working: str, silent_addr: str, queries: Path) -> None:
+        confs = self.work / "conf"
+        conf = write_krb5_conf(confs / "dns-only.conf", [],
+                               libdefaults={"dns_lookup_kdc": "true", "udp_preference_limit": "1"})
+        resolv = {}
+        for name, addr in (("working", working), ("silent", silent_addr)):
+            resolv[name] = confs / f"resolv-{name}.conf"
+            resolv[name].write_text(f"nameserver {addr}\noptions timeout:1 attempts:1\n")
+        dirs = {"without": self.empty_dir, "with": self.plugin_dir}
+        if getattr(self, "old_plugin_dir", None):
+            dirs["old"] = self.old_plugin_dir
+        clients = {f"{dns}-{p}": Client(f"e-dns-{dns}-{p}", self.work, conf, d, resolv[dns])
+                   for dns in resolv for p, d in dirs.items()}
+        for p in dirs:
+            clients[f"working-{p}"].timeloop(["kinit", self.user], 1, stdin=self.password + "\n")
+        blocks = 3 if self.quick else 10
+        per_block = 10
+        log(f"E-dns. DNS-only realm, working DNS: {blocks * per_block} kinit each way")
+        names = [f"working-{p}" for p in dirs]
+        t = self.alternate(names, clients, blocks, per_block)
+        ir = {p: self.callgrind_total(clients[f"working-{p}"], ["kinit", self.user],
+                                      self.password + "\n", self.out / f"callgrind.kinit-dns-{p}")
+              for p in dirs}
+        micro = self.micro(self.plugin_dir, dict(clients["working-with"].env))
+
+        def wss_seen() -> int:
+            return len(re.findall(r"query\[\w+\] _kerberos\._wss\.", queries.read_text(), re.I))
+
+        # The plugin's own queries, from three kinit with this front.
+        before = wss_seen()
+        clients["working-with"].timeloop(["kinit", self.user], 3, stdin=self.password + "\n")
+        wss_queries = wss_seen() - before
+        s_blocks = 2 if self.quick else 3
+        s_per_block = 2
+        log(f"E-dns. DNS-only realm, silent DNS: {s_blocks * s_per_block} kinit each way "
+            "(each fails after libkrb5's own DNS timeouts)")
+        st = self.alternate([f"silent-{p}" for p in dirs], clients, s_blocks, s_per_block,
+                            allow_fail=True)
+
+        self.say("E-dns. plugin cost for a realm known only to DNS (no kdc lines, dns_lookup_kdc = "
+                 "true, no wss_dns_discovery)")
+        overhead = self.say_pair(f"working DNS, {len(t['working-with'][0])} kinit each way",
+                                 t["working-without"][0], t["working-with"][0])
+        co, cw = median(t["working-without"][1]), median(t["working-with"][1])
+        self.say(f"  kinit CPU time (user+sys) median without {co * 1000:.2f} ms, with "
+                 f"{cw * 1000:.2f} ms: {100 * (cw - co) / co:+.1f}%")
+        self.say(f"  instructions per kinit: without {ir['without'] / 1e6:.2f} M, with "
+                 f"{ir['with'] / 1e6:.2f} M: {100 * (ir['with'] - ir['without']) / ir['without']:+.2f}%;"
+                 f" _kerberos._wss queries seen by the DNS server: {wss_queries}")
+        self.say(f"  plugin alone: dlopen {micro['dlopen_us']:.0f} us, first lookup "
+                 f"{micro['first_lookup_us']:.0f} us, then {micro['lookup_ns']:.0f} ns per lookup")
+        wait = self.say_pair(f"silent DNS (kinit fails), {len(st['silent-with'][0])} kinit each way",
+                             st["silent-without"][0], st["silent-with"][0])
+        res = {"working_without_s": t["working-without"][0], "working_with_s": t["working-with"][0],
+               "overhead": overhead, "ir": ir, "micro": micro, "wss_queries": wss_queries,
+               "silent_without_s": st["silent-without"][0], "silent_with_s": st["silent-with"][0],
+               "silent_overhead": wait}
+        if "old" in dirs:
+            mo, mold, mw = (median(t[f"working-{p}"][0]) for p in ("without", "old", "with"))
+            so, sold, sw = (median(st[f"silent-{p}"][0]) for p in ("without", "old", "with"))
+            self.say(f"  compared: {self.old_plugin_dir}: working DNS {mold * 1000:.2f} ms "
+                     f"({100 * (mold - mo) / mo:+.1f}% over no plugin; this front "
+                     f"{100 * (mw - mold) / mold:+.1f}% vs it), instructions "
+                     f"{ir['old'] / 1e6:.2f} M ({100 * (ir['old'] - ir['without']) / ir['without']:+.2f}%);"
+                     f" silent DNS {sold * 1000:.0f} ms ({100 * (sold - so) / so:+.1f}%)")
+            res.update({"working_old_s": t["working-old"][0], "silent_old_s": st["silent-old"][0]})
+        self.say()
+        self.results["E-dns"] = res
+        self.target("E-dns", "DNS-only realm: plugin costs under 2% of a kinit",
+                    f"wall {100 * overhead:+.1f}%, instructions "
+                    f"{100 * (ir['with'] - ir['without']) / ir['without']:+.2f}%, "
+                    f"{wss_queries} wss queries", overhead < 0.02 and wss_queries == 0)
+        self.target("E-dns", "silent DNS: no added wait beyond 10% of libkrb5's own",
+                    f"{100 * wait:+.1f}%", wait < 0.10)
 
     # -- P: profiles --------------------------------------------------------
 
@@ -940,6 +1104,9 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="also run section P (profiles)")
     ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--compare-plugin-dir", type=Path,
+                    help="section E also measures this plugin directory (e.g. an older build: "
+                         "krb5_wss.so and krb5-wss/krb5_wss_core.so)")
     args = ap.parse_args()
     LIBKRB5_PLUGIN_DIR = libkrb5_plugin_dir()
     bench = Bench(args)

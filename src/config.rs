@@ -18,11 +18,18 @@
 //! Options of our own, in the realm's stanza (timeouts also in
 //! `[libdefaults]`): `wss_connect_timeout` (default 5 s),
 //! `wss_request_timeout` (default 15 s), `wss_allow_plaintext` (default
-//! false; permits `ws://` URLs). `http_anchors` is MIT's own option for its
-//! HTTPS transport, with the same `FILE:`, `DIR:` and `ENV:` forms.
+//! false; permits `ws://` URLs), `wss_dns_discovery` (realm, else
+//! `[libdefaults]`; default false: whether a realm with no `kdc` lines is
+//! looked for in DNS, see [`dns_lookup_applies`]). `http_anchors` is MIT's
+//! own option for its HTTPS transport, with the same `FILE:`, `DIR:` and
+//! `ENV:` forms. Which realms are ours is decided by the owner crate
+//! (`owner/`), shared with the front module.
 
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::time::Duration;
+
+use krb5_wss_owner::ProfileView;
 
 use krb5_wss_proto::{DEFAULT_KDC_PATH, DEFAULT_KPASSWD_PATH};
 
@@ -153,16 +160,45 @@ fn realm_values(profile: &dyn Profile, realm: &str, key: &str) -> Vec<String> {
 /// True when the realm names a WebSocket URL on any line krb5-wss reads.
 ///
 /// This is the cheap test run for every lookup: a few in-memory profile
-/// queries, no allocation beyond the returned strings, no I/O.
+/// queries, no I/O. The rule is the owner crate's, shared with the front
+/// module, so the two cannot disagree.
 pub fn realm_is_ours(profile: &dyn Profile, realm: &str) -> bool {
-    std::iter::once(KDC_KEY)
-        .chain(PRIMARY_KEYS)
-        .chain(std::iter::once(KPASSWD_KEY))
-        .any(|key| {
-            realm_values(profile, realm, key)
-                .iter()
-                .any(|v| is_websocket_url(v))
-        })
+    with_realm(realm, |r| {
+        krb5_wss_owner::realm_names_websocket_url(&OwnerView(profile), r)
+    })
+}
+
+/// Runs `f` on the realm name as a C string; false for a name with a NUL
+/// (which libkrb5 cannot pass).
+fn with_realm(realm: &str, f: impl FnOnce(&CStr) -> bool) -> bool {
+    CString::new(realm).is_ok_and(|r| f(&r))
+}
+
+/// A [`Profile`] seen through the owner crate's allocation-free trait.
+struct OwnerView<'a>(&'a dyn Profile);
+
+impl ProfileView for OwnerView<'_> {
+    fn for_each_value(
+        &self,
+        section: &CStr,
+        name1: &CStr,
+        name2: Option<&CStr>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> usize {
+        let names = [Some(section), Some(name1), name2];
+        let mut path: Vec<&str> = Vec::with_capacity(3);
+        for name in names.into_iter().flatten() {
+            match name.to_str() {
+                Ok(n) => path.push(n),
+                Err(_) => return 0,
+            }
+        }
+        let values = self.0.values(&path);
+        for v in &values {
+            f(v.as_bytes());
+        }
+        values.len()
+    }
 }
 
 /// Loads the realm's configuration; `Ok(None)` when the realm is not ours.
@@ -270,24 +306,15 @@ pub fn load_fallback(
     }))
 }
 
-/// True when libkrb5 itself would look for the realm's KDCs in DNS: the
-/// realm has no `kdc` lines and `dns_lookup_kdc` (else `dns_fallback`) is
-/// on, as it is by default.
+/// True when the realm's KDCs are to be looked for in DNS (wss records
+/// first): the realm has no `kdc` lines, `wss_dns_discovery` is on (realm,
+/// else `[libdefaults]`; default off) and libkrb5 itself would consult DNS
+/// (`dns_lookup_kdc`, else `dns_fallback`, default on). The rule is the
+/// owner crate's, shared with the front module.
 pub fn dns_lookup_applies(profile: &dyn Profile, realm: &str) -> bool {
-    if !realm_values(profile, realm, KDC_KEY).is_empty() {
-        return false;
-    }
-    let setting = profile
-        .values(&["libdefaults", "dns_lookup_kdc"])
-        .into_iter()
-        .next()
-        .or_else(|| {
-            profile
-                .values(&["libdefaults", "dns_fallback"])
-                .into_iter()
-                .next()
-        });
-    setting.and_then(|v| parse_bool(&v)).unwrap_or(true)
+    with_realm(realm, |r| {
+        krb5_wss_owner::dns_lookup_applies(&OwnerView(profile), r)
+    })
 }
 
 /// `dns_uri_lookup` from `[libdefaults]` (default true).
@@ -403,13 +430,10 @@ fn option_value(profile: &dyn Profile, realm: &str, key: &str) -> Option<String>
         .or_else(|| profile.values(&["libdefaults", key]).into_iter().next())
 }
 
-/// Parses a boolean the way MIT's profile library does.
+/// Parses a boolean the way MIT's profile library does (the owner crate's
+/// word list, blanks around it ignored).
 pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" | "true" | "t" | "1" | "on" => Some(true),
-        "n" | "no" | "false" | "f" | "nil" | "0" | "off" => Some(false),
-        _ => None,
-    }
+    krb5_wss_owner::parse_bool(s.as_bytes())
 }
 
 fn bool_option(

@@ -65,7 +65,8 @@ pub enum Answer {
 }
 
 /// The realm's configuration: from krb5.conf when it names wss URLs, else
-/// from DNS when libkrb5 would consult DNS for it. `Ok(None)`: not ours.
+/// from DNS when wss DNS discovery applies (no `kdc` lines,
+/// `wss_dns_discovery` on, libkrb5 would consult DNS). `Ok(None)`: not ours.
 pub fn realm_config(
     profile: &dyn Profile,
     resolver: &dyn Resolver,
@@ -296,9 +297,14 @@ mod tests {
         r
     }
 
+    /// wss DNS discovery switched on (it is opt-in).
+    fn dns_on() -> MapProfile {
+        MapProfile::default().with("libdefaults/wss_dns_discovery", "true")
+    }
+
     #[test]
     fn realm_found_in_dns_is_ours() {
-        let prof = MapProfile::default();
+        let prof = dns_on();
         let r = dns_realm();
         assert_eq!(
             super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
@@ -318,12 +324,12 @@ mod tests {
     #[test]
     fn dns_is_not_consulted_when_libkrb5_would_not() {
         let r = dns_realm();
-        let prof = MapProfile::default().with("libdefaults/dns_lookup_kdc", "false");
+        let prof = dns_on().with("libdefaults/dns_lookup_kdc", "false");
         assert_eq!(
             super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
             Answer::NotOurs
         );
-        let prof = MapProfile::default().with("realms/DNS.TEST/kdc", "kdc.dns.test:88");
+        let prof = dns_on().with("realms/DNS.TEST/kdc", "kdc.dns.test:88");
         assert_eq!(
             super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
             Answer::NotOurs
@@ -332,16 +338,35 @@ mod tests {
     }
 
     #[test]
+    fn dns_discovery_is_opt_in() {
+        // DNS names a wss KDC and libkrb5 would consult DNS, but the
+        // realm did not opt in: not ours, and no query is made.
+        let r = dns_realm();
+        let prof = MapProfile::default().with("libdefaults/dns_lookup_kdc", "true");
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", true),
+            Answer::NotOurs
+        );
+        assert!(r.queries.borrow().is_empty(), "{:?}", r.queries.borrow());
+        // The realm's own switch wins over [libdefaults].
+        let prof = dns_on().with("realms/DNS.TEST/wss_dns_discovery", "false");
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", true),
+            Answer::NotOurs
+        );
+        assert!(r.queries.borrow().is_empty(), "{:?}", r.queries.borrow());
+        let prof = MapProfile::default().with("realms/DNS.TEST/wss_dns_discovery", "on");
+        assert_eq!(
+            super::lookup(&prof, &r, LocateService::Kdc, "DNS.TEST", false),
+            Answer::NoAddress
+        );
+    }
+
+    #[test]
     fn realm_with_nothing_in_dns_is_not_ours() {
         let r = TableResolver::default();
         assert_eq!(
-            super::lookup(
-                &MapProfile::default(),
-                &r,
-                LocateService::Kdc,
-                "EMPTY.TEST",
-                false
-            ),
+            super::lookup(&dns_on(), &r, LocateService::Kdc, "EMPTY.TEST", false),
             Answer::NotOurs
         );
         assert_eq!(r.queries.borrow().len(), 2, "URI then SRV");

@@ -62,11 +62,11 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-/// True when `s` looks like a WebSocket URL (`wss://` or `ws://`, any case):
-/// the test that decides whether the plugin owns a krb5.conf entry.
+/// True when `s` looks like a WebSocket URL (`wss://` or `ws://`, any case,
+/// after leading spaces and tabs): the test that decides whether the plugin
+/// owns a krb5.conf entry (the owner crate's, shared with the front module).
 pub fn is_websocket_url(s: &str) -> bool {
-    let s = s.trim_start();
-    starts_with_ignore_case(s, "wss://") || starts_with_ignore_case(s, "ws://")
+    krb5_wss_owner::is_websocket_url(s.as_bytes())
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {

@@ -4,7 +4,10 @@ A real DNS server (dnsmasq) on a loopback address serves the records; the
 client's libkrb5 and the plugin see it through a resolv.conf bind-mounted
 over /etc/resolv.conf inside the test's private mount namespace. The
 client's krb5.conf names no KDC at all for the realm: everything comes from
-DNS, as it would for a client with zero configuration.
+DNS. wss DNS discovery is opt-in (`wss_dns_discovery = true`, in the
+realm's stanza or [libdefaults]): the realms here set it, except in the
+tests showing that without it a DNS-only realm costs nothing (no wss query,
+no core loaded) and that with it a broken core fails closed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import client_env, free_ports, run, tls_proxy_args, write_krb5_conf
+from conftest import LIBKRB5_PLUGIN_DIR, client_env, free_ports, run, tls_proxy_args, write_krb5_conf
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="dnsmasq must bind port 53 on a loopback address (run as root, as CI does)"
@@ -90,10 +93,11 @@ def dns(tmp_path):
 
 
 def dns_client(realm, pki, tmp_path, **realm_opts):
-    """krb5.conf with NO kdc lines for the realm: DNS must find it."""
+    """krb5.conf with NO kdc lines for the realm, opted in to wss DNS
+    discovery: DNS must find it."""
     d = tmp_path / "client"
     d.mkdir(exist_ok=True)
-    opts = {"http_anchors": f"FILE:{pki.ca_cert}"}
+    opts = {"http_anchors": f"FILE:{pki.ca_cert}", "wss_dns_discovery": "true"}
     opts.update(realm_opts)
     conf = write_krb5_conf(d / "krb5.conf", realm.name, {realm.name: opts},
                            libdefaults={"dns_lookup_kdc": "true"})
@@ -218,7 +222,8 @@ def test_uri_lookup_can_be_turned_off(dns, start_proxy, pki, realm, plugin_dir, 
     d = tmp_path / "client"
     d.mkdir()
     conf = write_krb5_conf(d / "krb5.conf", realm.name, {realm.name: {"http_anchors": f"FILE:{pki.ca_cert}"}},
-                           libdefaults={"dns_lookup_kdc": "true", "dns_uri_lookup": "false"})
+                           libdefaults={"dns_lookup_kdc": "true", "dns_uri_lookup": "false",
+                                        "wss_dns_discovery": "true"})
     r = kinit(realm, client_env(d, conf), plugin_dir, server)
     assert r.returncode == 0, r.output
     assert "AS-REQ" in b.log() and "AS-REQ" not in a.log()
@@ -274,3 +279,62 @@ def test_answers_are_cached_for_their_ttl(dns, proxy, realm, pki, plugin_dir, tm
             plugin_dir=plugin_dir, resolv_conf=server.resolv_conf)
     assert r.returncode == 0, r.output
     assert server.queries(name, "URI") - before == 2, server.log_path.read_text()
+
+
+def _kdc_in_dns(dns, realm, proxy, **kw):
+    """DNS naming both the wss proxy (URI and SRV) and, for libkrb5, the
+    real KDC (_kerberos._tcp SRV, and its host's address)."""
+    host, port = realm.kdc_addr.split(":")
+    kdc_host = f"kdc.{realm.name.lower()}"
+    return dns(realm.name, uri={f"_kerberos.{realm.name}": [(1, 0, wss_uri(proxy.port))]},
+               srv={f"_kerberos._wss.{realm.name}": [("localhost", proxy.port, 0, 0)],
+                    f"_kerberos._tcp.{realm.name}": [(kdc_host, int(port), 0, 0)]},
+               hosts={kdc_host: host}, **kw)
+
+
+def test_without_the_switch_a_dns_only_realm_costs_nothing(dns, proxy, realm, pki, plugin_dir, tmp_path):
+    """No wss_dns_discovery: the front module answers "not mine" after
+    profile queries only. The core is never loaded (the dynamic loader's
+    own log says so), the plugin makes no DNS query, and libkrb5 finds the
+    KDC through its own records, as without krb5-wss."""
+    server = _kdc_in_dns(dns, realm, proxy)
+    d = tmp_path / "client"
+    d.mkdir()
+    conf = write_krb5_conf(d / "krb5.conf", realm.name, {realm.name: {"http_anchors": f"FILE:{pki.ca_cert}"}},
+                           libdefaults={"dns_lookup_kdc": "true"})
+    trace = tmp_path / "trace.log"
+    env = client_env(d, conf, KRB5_TRACE=str(trace), LD_DEBUG="files")
+    r = kinit(realm, env, plugin_dir, server)
+    assert r.returncode == 0, r.output
+    # The front module was loaded, the core was not.
+    assert f"{LIBKRB5_PLUGIN_DIR}/krb5_wss.so" in r.stderr, r.stderr[-3000:]
+    assert "krb5_wss_core.so" not in r.stderr, r.stderr[-3000:]
+    assert "krb5-wss" not in trace.read_text(), trace.read_text()
+    # No query of the plugin's; libkrb5's own (URI _kerberos, SRV _tcp) are fine.
+    assert server.queries(f"_kerberos._wss.{realm.name}", "SRV") == 0, server.log_path.read_text()
+    assert server.queries(f"_kerberos._tcp.{realm.name}", "SRV") >= 1, server.log_path.read_text()
+    assert "AS-REQ" not in proxy.log()
+    # The same realm opted in goes over wss (the records are right).
+    env = dns_client(realm, pki, tmp_path)
+    r = kinit(realm, env, plugin_dir, server)
+    assert r.returncode == 0, r.output
+    assert "AS-REQ exchange over wss://localhost" in r.stderr, r.stderr
+
+
+def test_opted_in_realm_fails_closed_without_its_core(dns, proxy, realm, pki, plugin_dir, tmp_path):
+    """wss_dns_discovery on and the core missing: the lookup fails with the
+    front module's error; libkrb5 does not go on to the _kerberos._tcp
+    record (the real KDC sees nothing)."""
+    server = _kdc_in_dns(dns, realm, proxy)
+    broken = tmp_path / "plugins-no-core"
+    (broken / "krb5-wss").mkdir(parents=True)
+    (broken / "krb5_wss.so").write_bytes((plugin_dir / "krb5_wss.so").read_bytes())
+    princ, password = f"dnsclosed@{realm.name}", "dns-closed-1"
+    realm.addprinc(princ, password)
+    env = dns_client(realm, pki, tmp_path)
+    r = run(["kinit", princ], env, input=password + "\n", plugin_dir=broken, resolv_conf=server.resolv_conf)
+    assert r.returncode == 1, r.output
+    assert f"krb5-wss: realm {realm.name}: cannot load the core {LIBKRB5_PLUGIN_DIR}/krb5-wss/krb5_wss_core.so" \
+        in r.output, r.output
+    kdc_log = (Path(realm.k5.tmpdir) / "kdc.log").read_text()
+    assert princ not in kdc_log, kdc_log[-2000:]

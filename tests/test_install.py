@@ -70,8 +70,8 @@ def test_files_land_at_the_expected_paths(installed):
         assert lib.stat().st_mode & 0o777 == 0o644, lib
         symbols = _run(["nm", "-D", "--defined-only", str(lib)]).stdout.split()
         assert "service_locator" in symbols and "krb5_wss_install_hooks" in symbols, lib
-    # The front module is small C: no Rust runtime in processes that never
-    # use wss.
+    # The front module is small no_std Rust (libkrb5 and libc only): no Rust
+    # runtime, no libgcc_s in processes that never use wss.
     needed = _run(["readelf", "-d", str(plugin)]).stdout
     assert "libgcc_s" not in needed and plugin.stat().st_size < 100_000, needed
 
