@@ -7,7 +7,7 @@ Builds a k5test realm and starts, on loopback with their own ports:
   - websockify in front of the KDC, with the plugin as client;
   - a second proxy in front of a canned KRB-ERROR responder (section C);
   - a fresh proxy for the idle-connection memory (section D).
-Then runs sections A-E (and P, the profiles, with --profile), prints the
+Then runs sections A-F (and P, the profiles, with --profile), prints the
 table with PASS/MISS against each target, and writes table.txt and
 results.json under target/bench/<time>/. Every process started is stopped,
 also on failure or Ctrl-C.
@@ -325,7 +325,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.quick = args.quick
-        self.sections = set(args.only.upper().split(",")) if args.only else set("ABCDE")
+        self.sections = set(args.only.upper().split(",")) if args.only else set("ABCDEF")
         if args.profile:
             self.sections.add("P")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -954,6 +954,50 @@ class Bench:
 
     # -- P: profiles --------------------------------------------------------
 
+    # -- F ----------------------------------------------------------------
+
+    def section_f(self) -> None:
+        """Failover: kinit with 0, 1 and 3 black-holed URLs (TCP accepted by
+        the kernel, never answered) ahead of the live proxy. Every kinit is
+        a new process, so each pays the race afresh (the 30 s skip is per
+        process; tests/test_soundness.py checks it within one)."""
+        reps = 5 if self.quick else 10
+        holes = []
+        for _ in range(3):
+            h = socket.socket()
+            h.bind(("127.0.0.1", 0))
+            h.listen(256)
+            holes.append(h)
+        try:
+            anchors = {"http_anchors": f"FILE:{self.pki['ca']}"}
+            live = f"wss://localhost:{self.proxy_port}/kdc"
+            confs = self._mkdir("conf")
+            title = f"F. failover: one kinit process with N black-holed URLs before the live one; {reps} runs"
+            log(title)
+            self.say(title)
+            self.say(f"  {'black holes':<30}{'median':>9}{'min':>9}{'max':>9}{'x none':>10}")
+            res = {}
+            for n in (0, 1, 3):
+                urls = [f"wss://localhost:{h.getsockname()[1]}/kdc" for h in holes[:n]] + [live]
+                c = Client(f"f{n}", self.work, write_krb5_conf(confs / f"f{n}.conf", urls, anchors),
+                           self.plugin_dir)
+                c.timeloop(["kinit", self.user], 1, stdin=self.password + "\n")
+                runs = c.timeloop(["kinit", self.user], reps, stdin=self.password + "\n")
+                res[n] = {"runs_s": runs, "median_s": median(runs)}
+            base = res[0]["median_s"]
+            for n, r in res.items():
+                self.say(f"  {n:<30}{r['median_s']:>8.3f}s{min(r['runs_s']):>8.3f}s"
+                         f"{max(r['runs_s']):>8.3f}s{fmt_ratio(r['median_s'] / base):>10}")
+            self.say()
+            self.results["F"] = res
+            self.target("F", "one black hole then a live URL: kinit <= 1.5 s",
+                        f"{res[1]['median_s']:.2f} s", res[1]["median_s"] <= 1.5)
+            self.target("F", "three black holes then a live URL: kinit <= 2.5 s",
+                        f"{res[3]['median_s']:.2f} s", res[3]["median_s"] <= 2.5)
+        finally:
+            for h in holes:
+                h.close()
+
     def section_p(self) -> None:
         log("P. profiles: the plugin under callgrind (kvno, 50 tickets), the proxy under perf")
         self.say("P. profiles (files in " + str(self.out) + ")")
@@ -1033,7 +1077,7 @@ class Bench:
         self.setup()
         for key, fn in (("A", lambda: self.section_ab("A")), ("B", lambda: self.section_ab("B")),
                         ("C", self.section_c), ("D", self.section_d), ("E", self.section_e),
-                        ("P", self.section_p)):
+                        ("F", self.section_f), ("P", self.section_p)):
             if key in self.sections:
                 try:
                     fn()
@@ -1102,7 +1146,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="krb5-wss benchmarks (run through bench/run)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, shorter windows")
     ap.add_argument("--profile", action="store_true", help="also run section P (profiles)")
-    ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,P")
+    ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,F,P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--compare-plugin-dir", type=Path,
                     help="section E also measures this plugin directory (e.g. an older build: "

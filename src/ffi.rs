@@ -522,3 +522,40 @@ pub unsafe extern "C" fn krb5_wss_install_hooks(context: krb5_context) -> krb5_e
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// The boundary as locate_lookup uses it: a panic becomes
+    /// KRB5_KDC_UNREACH with libkrb5's error message naming the cause
+    /// (never KRB5_PLUGIN_NO_HANDLE, which would let libkrb5 fall back).
+    #[test]
+    fn a_panic_fails_the_call_with_its_message() {
+        let mut ctx: sys::krb5_context = ptr::null_mut();
+        // SAFETY: ctx receives a new context, freed below.
+        assert_eq!(unsafe { sys::krb5_init_context(&mut ctx) }, 0);
+        let on_panic = |msg: String| set_error(ctx, KDC_UNREACH, &msg);
+        let code = ffi_boundary!("the locate lookup", on_panic, {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            NO_HANDLE
+        });
+        assert_eq!(code, KDC_UNREACH);
+        // SAFETY: ctx is live; the message is freed once.
+        let msg = unsafe {
+            let m = sys::krb5_get_error_message(ctx, code);
+            let s = CStr::from_ptr(m).to_string_lossy().into_owned();
+            sys::krb5_free_error_message(ctx, m);
+            s
+        };
+        assert!(
+            msg.contains("krb5-wss: internal error in the locate lookup: boom"),
+            "{msg}"
+        );
+        // SAFETY: ctx came from krb5_init_context and is freed once.
+        unsafe { sys::krb5_free_context(ctx) };
+    }
+}
