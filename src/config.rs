@@ -457,7 +457,10 @@ fn bool_option(
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], s[i..].trim()),
+        Some(i) => {
+            let (digits, unit) = s.split_at_checked(i)?;
+            (digits, unit.trim())
+        }
         None => (s, ""),
     };
     let n: u64 = digits.parse().ok()?;

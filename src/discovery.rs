@@ -133,10 +133,11 @@ fn absolute(name: &str) -> String {
 /// Parses a `krb5srv:` URI target; returns `(primary, url)` when its
 /// transport is `wss`, None for other transports or malformed values.
 pub fn parse_krb5srv(target: &str, default_path: &str) -> Option<(bool, Result<WssUrl, String>)> {
-    if !target.get(..8)?.eq_ignore_ascii_case("krb5srv:") {
+    let (scheme, rest) = target.split_at_checked(8)?;
+    if !scheme.eq_ignore_ascii_case("krb5srv:") {
         return None;
     }
-    let mut parts = target[8..].splitn(3, ':');
+    let mut parts = rest.splitn(3, ':');
     let flags = parts.next()?;
     let transport = parts.next()?;
     let residual = parts.next()?;

@@ -69,10 +69,10 @@ pub fn is_websocket_url(s: &str) -> bool {
     krb5_wss_owner::is_websocket_url(s.as_bytes())
 }
 
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|b| b.eq_ignore_ascii_case(prefix.as_bytes()))
+/// `s` without `prefix` (ASCII, any case), or None.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let (head, rest) = s.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
 }
 
 impl WssUrl {
@@ -82,14 +82,16 @@ impl WssUrl {
             url: input.to_string(),
             reason: reason.to_string(),
         };
-        let s = input.trim();
+        // Leading and trailing blanks as the ownership rule skips them
+        // (spaces and tabs); any other whitespace or control is refused.
+        let s = input.trim_matches([' ', '\t']);
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err("contains whitespace or control characters"));
         }
-        let (tls, rest) = if starts_with_ignore_case(s, "wss://") {
-            (true, &s[6..])
-        } else if starts_with_ignore_case(s, "ws://") {
-            (false, &s[5..])
+        let (tls, rest) = if let Some(rest) = strip_prefix_ignore_case(s, "wss://") {
+            (true, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(s, "ws://") {
+            (false, rest)
         } else {
             return Err(err("scheme must be wss:// (or ws://)"));
         };
@@ -97,7 +99,7 @@ impl WssUrl {
             return Err(err("queries and fragments are not allowed"));
         }
         let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
+            Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
         if authority.contains('@') {
@@ -169,10 +171,7 @@ impl WssUrl {
     /// The same URL with its last path segment replaced by `segment`
     /// (`wss://h/kdc` → `wss://h/kpasswd`; `wss://h/krb/kdc` → `wss://h/krb/kpasswd`).
     pub fn with_last_segment(&self, segment: &str) -> WssUrl {
-        let base = match self.path.rfind('/') {
-            Some(i) => &self.path[..i],
-            None => "",
-        };
+        let base = self.path.rsplit_once('/').map_or("", |(base, _)| base);
         WssUrl {
             path: format!("{base}/{segment}"),
             ..self.clone()
@@ -189,22 +188,23 @@ impl fmt::Display for WssUrl {
 
 fn parse_authority(authority: &str) -> Result<(Host, Option<u16>), String> {
     let (host_part, port_part) = if let Some(rest) = authority.strip_prefix('[') {
-        let end = rest
-            .find(']')
+        let (inside, after) = rest
+            .split_once(']')
             .ok_or_else(|| "IPv6 address is missing its closing ]".to_string())?;
-        let addr: Ipv6Addr = rest[..end]
+        let addr: Ipv6Addr = inside
             .parse()
-            .map_err(|_| format!("\"{}\" is not an IPv6 address", &rest[..end]))?;
-        let after = &rest[end + 1..];
+            .map_err(|_| format!("\"{inside}\" is not an IPv6 address"))?;
         let port = match after {
             "" => None,
-            p if p.starts_with(':') => Some(&p[1..]),
-            _ => return Err("unexpected text after the IPv6 address".into()),
+            p => match p.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return Err("unexpected text after the IPv6 address".into()),
+            },
         };
         (Host::V6(addr), port)
     } else {
-        let (h, p) = match authority.rfind(':') {
-            Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+        let (h, p) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         };
         if h.contains(':') {
@@ -360,6 +360,15 @@ mod tests {
         assert!(!is_websocket_url("kdc.example.com:88"));
         assert!(!is_websocket_url("wss:/h"));
         assert!(!is_websocket_url(""));
+    }
+
+    #[test]
+    fn parser_and_ownership_agree_on_blanks() {
+        // Found by fuzz/url: the parser trimmed a carriage return that the
+        // ownership rule does not skip.
+        assert!(!is_websocket_url("\rwss://l/z"));
+        assert!(WssUrl::parse("\rwss://l/z", "/kdc").is_err());
+        assert!(WssUrl::parse(" \twss://l/z ", "/kdc").is_ok());
     }
 
     #[test]

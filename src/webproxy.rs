@@ -39,27 +39,25 @@ impl fmt::Display for WebProxy {
 /// Parses a proxy variable's value: `[http://][user:pass@]host[:port][/]`.
 pub fn parse_proxy(value: &str, variable: &'static str) -> Result<WebProxy, String> {
     let v = value.trim();
-    let rest = match v.find("://") {
-        Some(i) if v[..i].eq_ignore_ascii_case("http") => &v[i + 3..],
-        Some(i) => {
+    let rest = match v.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) => {
             return Err(format!(
-                "{variable}=\"{v}\": only http:// proxies are supported (scheme \"{}\")",
-                &v[..i]
+                "{variable}=\"{v}\": only http:// proxies are supported (scheme \"{scheme}\")"
             ))
         }
         None => v,
     };
     let rest = rest.trim_end_matches('/');
-    let (credentials, hostport) = match rest.rfind('@') {
-        Some(i) => (Some(rest[..i].to_string()), &rest[i + 1..]),
+    let (credentials, hostport) = match rest.rsplit_once('@') {
+        Some((creds, hostport)) => (Some(creds.to_string()), hostport),
         None => (None, rest),
     };
     let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
-        let end = r
-            .find(']')
+        let (inside, after) = r
+            .split_once(']')
             .ok_or_else(|| format!("{variable}=\"{v}\": missing ]"))?;
-        let port = r[end + 1..].strip_prefix(':');
-        (r[..end].to_string(), port)
+        (inside.to_string(), after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), Some(p)),
@@ -68,6 +66,14 @@ pub fn parse_proxy(value: &str, variable: &'static str) -> Result<WebProxy, Stri
     };
     if host.is_empty() || host.contains('/') {
         return Err(format!("{variable}=\"{v}\": no proxy host"));
+    }
+    let name_like = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !name_like && host.parse::<IpAddr>().is_err() {
+        return Err(format!(
+            "{variable}=\"{v}\": bad proxy host \"{host}\" (a host name, an IPv4 address or [IPv6])"
+        ));
     }
     let port = match port {
         None => 1080,
@@ -380,6 +386,11 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(percent_decode("u%40x:p%3A"), "u@x:p:");
         assert_eq!(percent_decode("100%"), "100%");
+        // Found by fuzz/web_proxy: a host that is neither a name nor an IP.
+        assert!(parse_proxy("\u{80}]]]]::2", "https_proxy")
+            .unwrap_err()
+            .contains("bad proxy host"));
+        assert_eq!(parse_proxy("http://[::1]:3128", "x").unwrap().host, "::1");
         // Not ASCII after the %: kept, never a panic.
         assert_eq!(percent_decode("%a\u{e9}:pw"), "%a\u{e9}:pw");
         assert_eq!(percent_decode("%\u{e9}"), "%\u{e9}");
