@@ -36,6 +36,7 @@ use krb5_wss_proto::framing;
 use log::{debug, info, warn};
 use socket2::{Domain, Socket, Type};
 
+use crate::deadline::DeadlineStream;
 use crate::upstream::{upstream_for, Upstream};
 pub use crate::upstream::{AllFailed, Target};
 
@@ -323,16 +324,21 @@ impl Relay {
         );
     }
 
-    /// Serves one libkrb5 TCP connection: records in, records out.
+    /// Serves one libkrb5 TCP connection: records in, records out. Reading
+    /// a request and writing its reply each run under a deadline of the
+    /// request timeout, so even a local peer that drips cannot hold the
+    /// thread longer.
     fn serve(&self, sock: TcpStream) {
         let _ = sock.set_nodelay(true);
-        let _ = sock.set_read_timeout(Some(self.target.request_timeout));
-        let _ = sock.set_write_timeout(Some(self.target.request_timeout));
+        let bound = self.target.request_timeout;
         // libkrb5 writes length and message with one sendmsg: one read
         // usually brings both.
-        let mut reader = io::BufReader::with_capacity(16 * 1024, &sock);
-        let mut writer = &sock;
+        let mut reader = io::BufReader::with_capacity(
+            16 * 1024,
+            DeadlineStream::new(sock, Some(Instant::now() + bound)),
+        );
         loop {
+            reader.get_mut().set_deadline(Some(Instant::now() + bound));
             let mut header = [0u8; framing::HEADER_LEN];
             match reader.read_exact(&mut header) {
                 Ok(()) => {}
@@ -354,6 +360,8 @@ impl Relay {
             }
             match self.upstream.exchange(&request) {
                 Ok(reply) => {
+                    let writer = reader.get_mut();
+                    writer.set_deadline(Some(Instant::now() + bound));
                     if writer.write_all(&framing::encode(&reply)).is_err() {
                         break;
                     }

@@ -1,9 +1,10 @@
 //! One WebSocket connection to a krb5-wss proxy (or any server speaking
 //! docs/protocol.md), with blocking I/O and a bound on every phase.
 //!
-//! [`WssConnection::connect`] resolves the host, connects over TCP, runs the
-//! TLS handshake (verified) and the WebSocket handshake offering the
-//! `binary` subprotocol, all within one connect deadline.
+//! [`WssConnection::connect`] resolves the host, connects over TCP (through
+//! a web proxy's CONNECT when one is configured), runs the TLS handshake
+//! (verified) and the WebSocket handshake offering the `binary`
+//! subprotocol, all within one connect deadline.
 //! [`WssConnection::exchange`] sends one record and reads its reply within
 //! the request deadline. Failures are typed and say what went wrong in
 //! words an administrator can act on.
@@ -11,6 +12,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use krb5_wss_proto::framing::{self, Deframer};
@@ -193,23 +195,73 @@ impl fmt::Debug for WssConnection {
     }
 }
 
-/// Resolves the URL's host to socket addresses (IP literals need no lookup).
-pub fn resolve(url: &WssUrl) -> Result<Vec<SocketAddr>, TransportError> {
+/// Resolves the URL's host to socket addresses (IP literals need no lookup)
+/// within `deadline` (see [`resolve_host`]).
+pub fn resolve(
+    url: &WssUrl,
+    deadline: Instant,
+    bound: Duration,
+) -> Result<Vec<SocketAddr>, TransportError> {
     if let Some(ip) = url.ip() {
         return Ok(vec![SocketAddr::new(ip, url.port)]);
     }
-    resolve_host(&url.host_for_resolve(), url.port)
+    resolve_host(&url.host_for_resolve(), url.port, deadline, bound)
 }
 
-fn resolve_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, TransportError> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| TransportError::Resolve(format!("{host}: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(TransportError::Resolve(format!("{host}: no addresses")));
+/// Resolves `host` with the system resolver (getaddrinfo), waiting no
+/// longer than `deadline`: the lookup runs in a short-lived thread, which
+/// a resolver slower than the deadline leaves to finish on its own (its
+/// answer is then dropped), so a silent DNS server cannot hold the caller.
+pub fn resolve_host(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    bound: Duration,
+) -> Result<Vec<SocketAddr>, TransportError> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    Ok(addrs)
+    let lookup = {
+        let host = host.to_string();
+        move || -> Result<Vec<SocketAddr>, String> {
+            let addrs = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("{host}: {e}"))?
+                .collect::<Vec<_>>();
+            if addrs.is_empty() {
+                return Err(format!("{host}: no addresses"));
+            }
+            Ok(addrs)
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("krb5-wss-resolve".into())
+        .spawn(move || {
+            let result = crate::panic::guard("resolving a host name", lookup).and_then(|r| r);
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(TransportError::Resolve(format!(
+            "{host}: cannot start the resolver thread: {e}"
+        )));
+    }
+    let Some(left) = remaining(deadline) else {
+        return Err(TransportError::Timeout {
+            phase: "resolving the host name",
+            after: bound,
+        });
+    };
+    match rx.recv_timeout(left) {
+        Ok(result) => result.map_err(TransportError::Resolve),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(TransportError::Timeout {
+            phase: "resolving the host name",
+            after: bound,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(TransportError::Resolve(format!(
+            "{host}: the resolver thread ended without an answer"
+        ))),
+    }
 }
 
 fn connect_tcp(
@@ -283,8 +335,16 @@ impl WssConnection {
         let proxy =
             crate::webproxy::proxy_for(url, crate::env::var).map_err(TransportError::WebProxy)?;
         let tcp = match &proxy {
-            None => connect_tcp(&resolve(url)?, deadline, connect_timeout)?,
-            Some(p) => connect_tcp(&resolve_host(&p.host, p.port)?, deadline, connect_timeout)?,
+            None => connect_tcp(
+                &resolve(url, deadline, connect_timeout)?,
+                deadline,
+                connect_timeout,
+            )?,
+            Some(p) => connect_tcp(
+                &resolve_host(&p.host, p.port, deadline, connect_timeout)?,
+                deadline,
+                connect_timeout,
+            )?,
         };
         let peer = tcp.peer_addr().map_err(TransportError::Io)?;
         let _ = tcp.set_nodelay(true);

@@ -10,6 +10,7 @@ tests/hostile.py for the ones that do not.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -74,6 +75,25 @@ def test_request_timeout_bounds_one_exchange(mode, realm, pki, plugin_dir, tmp_p
         assert srv.closed_at < end - 2, (srv.closed_at - start, end - start, r.stderr[-3000:])
     assert "timed out waiting for the reply (after 2000 ms)" in r.stderr, r.stderr
     assert r.stdout.count("error") == 2, r.stdout
+
+
+def test_connect_timeout_bounds_a_silent_dns_server(realm, pki, plugin_dir, tmp_path):
+    """The URL's host name is resolved under the connect deadline too: a DNS
+    server that never answers (resolv.conf allowing 2 x 5 s) costs the
+    connect timeout, not the resolver's own."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.53.251", 53))
+    try:
+        resolv = tmp_path / "resolv.conf"
+        resolv.write_text("nameserver 127.0.53.251\noptions timeout:5 attempts:2\n")
+        env = conf_for(realm, tmp_path, pki, "wss://kdc.silent-dns.test/kdc", wss_connect_timeout="1s")
+        r = run(["kinit", realm.user], env, input=realm.password + "\n", plugin_dir=plugin_dir,
+                resolv_conf=resolv, timeout=60)
+    finally:
+        silent.close()
+    assert r.returncode != 0
+    assert r.elapsed < 1.5, r.elapsed
+    assert "timed out resolving the host name (after 1000 ms)" in r.output, r.output
 
 
 # ---------------------------------------------------------------------------
