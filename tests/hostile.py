@@ -26,63 +26,11 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 
+from standins import _Server
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class _Threaded:
-    def __init__(self, max_connections: int = 16):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._max = max_connections
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._accept_thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self):
-        self._accept_thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._accept_thread.join(5)
-        for t in self._threads:
-            t.join(5)
-        for c in self._conns:
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.sock.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set() and self.accepted < self._max:
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.accepted += 1
-            self._conns.append(conn)
-            t = threading.Thread(target=self._serve_guarded, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _serve_guarded(self, conn: socket.socket) -> None:
-        try:
-            self.serve(conn)
-        except (OSError, ssl.SSLError, ValueError):
-            pass
-
-    def serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
 
 
 def _peer_closed(s) -> bool:
@@ -108,7 +56,7 @@ def _peer_closed(s) -> bool:
             pass
 
 
-class HostileWss(_Threaded):
+class HostileWss(_Server):
     """A WebSocket server that misbehaves as `mode` says (module doc)."""
 
     def __init__(self, mode: str, cert: str | None = None, key: str | None = None,
@@ -215,7 +163,7 @@ class HostileWss(_Threaded):
         return bytes(c ^ mask[i % 4] for i, c in enumerate(data))
 
 
-class DelayedForwarder(_Threaded):
+class DelayedForwarder(_Server):
     """Accepts, waits `delay` seconds, then pipes to 127.0.0.1:`port`."""
 
     def __init__(self, port: int, delay: float):

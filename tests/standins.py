@@ -23,6 +23,7 @@ class _Server:
         self._max = max_connections
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
+        self._serving: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self):
@@ -32,8 +33,13 @@ class _Server:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(5)
+        for t in self._serving:
+            t.join(5)
         for c in self._conns:
-            c.close()
+            try:
+                c.close()
+            except OSError:
+                pass
         self.sock.close()
 
     def _loop(self) -> None:
@@ -44,7 +50,15 @@ class _Server:
                 continue
             self.accepted += 1
             self._conns.append(conn)
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+            t = threading.Thread(target=self._serve_guarded, args=(conn,), daemon=True)
+            self._serving.append(t)
+            t.start()
+
+    def _serve_guarded(self, conn: socket.socket) -> None:
+        try:
+            self.serve(conn)
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            pass
 
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
