@@ -285,15 +285,18 @@ def realm():
 class Proxy:
     """A running krb5-wss-proxy; its stderr goes to `log_path`."""
 
-    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 nofile: int | None = None):
         self.log_path = workdir / f"proxy-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
         proc_env = dict(os.environ)
         proc_env.setdefault("KRB5_WSS_PROXY_LOG", "debug")
         if env:
             proc_env.update(env)
+        # nofile: run with this file descriptor limit (soft and hard).
+        prefix = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
         self.proc = subprocess.Popen(
-            [str(PROXY_BIN), *args],
+            [*prefix, str(PROXY_BIN), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -353,8 +356,8 @@ def start_proxy(tmp_path):
         pytest.fail(f"{PROXY_BIN} is missing: build with `cargo build --release` first")
     started: list[Proxy] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None) -> Proxy:
-        p = Proxy(args, tmp_path, env)
+    def start(args: list[str], env: dict[str, str] | None = None, nofile: int | None = None) -> Proxy:
+        p = Proxy(args, tmp_path, env, nofile)
         started.append(p)
         return p
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from conftest import (
+    PLUGIN_SO,
     client_env,
     free_ports,
     run,
@@ -100,6 +103,30 @@ def test_certificate_from_another_ca_is_refused(start_proxy, pki, realm, plugin_
     assert "unknown issuer" in r.output, r.output
     assert f"wss://localhost:{proxy.port}/kdc" in r.output, r.output
     assert realm.name in r.output
+
+
+def test_self_signed_ca_certificate_as_server_certificate_is_explained(start_proxy, pki, realm, plugin_dir,
+                                                                       tmp_path):
+    """A self-signed certificate made with CA:TRUE, trusted as the anchor and
+    served as the proxy's own: refused, in words (not a verifier enum).
+    (rustls refuses it; OpenSSL, the native-tls build, accepts it.)"""
+    if "native-tls" in str(PLUGIN_SO):
+        pytest.skip("the native-tls build (OpenSSL) accepts a trusted CA certificate as a leaf")
+    cert, key = tmp_path / "self.pem", tmp_path / "self.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    args = tls_proxy_args(pki, realm)
+    args[args.index("--cert") + 1] = str(cert)
+    args[args.index("--key") + 1] = str(key)
+    proxy = start_proxy(args)
+    client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c",
+                        extra_realm_opts={"http_anchors": f"FILE:{cert}"})
+    r = client.kinit()
+    assert r.returncode != 0
+    assert "is a CA certificate used as a server certificate" in r.output, r.output
+    assert "OtherError" not in r.output, r.output
 
 
 def test_certificate_for_another_name_is_refused(start_proxy, pki, realm, plugin_dir, tmp_path):

@@ -258,3 +258,43 @@ def test_memory_stays_bounded_under_a_flood(start_proxy, pki, realm):
     assert proxy.alive()
     log = proxy.log()
     assert re.search(r"close=4503 reason=overloaded", log)
+
+
+def test_default_request_rate_is_the_documented_one(start_proxy, pki, realm):
+    """docs/proxy.md, --help and the example say 100 requests per second per
+    connection, in bursts of as many; so does the code (it once said 1000)."""
+    proxy = start_proxy(tls_proxy_args(pki, realm))
+
+    async def go():
+        answered = 0
+        async with ws_connect(proxy, pki) as ws:
+            user = user_of(realm)
+            await ws.send(b"".join(frame(as_req(user, realm.name, n)) for n in range(300)))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                while True:
+                    assert_preauth_required(await recv(ws))
+                    answered += 1
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4429
+        await served(proxy, pki, realm)
+        return answered
+
+    answered = run(go())
+    # The burst of 100, plus what the bucket refilled meanwhile (100/s).
+    assert 100 <= answered < 200, answered
+    wait_for_log(proxy, refused_line(4429) + r".*max_requests_per_second")
+
+
+def test_ping_flood_is_4429_and_cannot_defer_the_idle_timeout(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--idle-timeout", "2s"))
+
+    async def go():
+        async with ws_connect(proxy, pki) as ws:
+            start = time.monotonic()
+            for _ in range(2000):
+                await ws.ping()
+            took = await expect_close(ws, 4429, timeout=5)
+            assert time.monotonic() - start < 3, took
+        await served(proxy, pki, realm)
+
+    run(go())
+    wait_for_log(proxy, refused_line(4429) + r".*control frames")

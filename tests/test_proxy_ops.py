@@ -259,3 +259,37 @@ def test_systemd_unit_verifies(tmp_path):
     for needed in ("CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes",
                    "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert needed in unit
+
+
+def test_a_1024_descriptor_limit_lowers_max_connections_and_keeps_serving(start_proxy, pki, realm):
+    """Run with a common shell limit (1024 descriptors, soft and hard) and
+    the default max_connections (10000): the proxy says it lowers the limit
+    to fit, a flood of 1100 connections gets no "Too many open files", the
+    metrics listener keeps answering, and a client is served after it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--metrics-listen", "127.0.0.1:0"), nofile=1024)
+    metrics = metrics_url(proxy)
+    flood = []
+    try:
+        wait_for_log(proxy, r"max_connections lowered from 10000 to 640 to fit 1024 file descriptors")
+        for _ in range(1100):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", proxy.port))
+            except OSError:
+                s.close()
+                continue
+            flood.append(s)
+        time.sleep(0.5)
+        assert get(metrics + "/healthz") == (200, "ok\n")
+        assert "Too many open files" not in proxy.log()
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    time.sleep(0.5)
+    run(served(proxy, pki, realm))
+    assert "Too many open files" not in proxy.log()

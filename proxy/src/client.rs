@@ -124,6 +124,11 @@ impl IpNet {
     }
 
     /// True when `ip` is inside this range.
+    /// True for a network of every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

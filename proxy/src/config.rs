@@ -836,4 +836,91 @@ mod tests {
         assert!(!c.realms.is_empty());
         c.limits.validate().unwrap();
     }
+
+    /// The limits' names, read from `Limits`'s own Debug output (so a new
+    /// field is in this list without anyone adding it).
+    fn limit_keys() -> Vec<String> {
+        let debug = format!("{:?}", Limits::default());
+        debug
+            .split(['{', ',', '}'])
+            .filter_map(|part| part.split_once(':').map(|(k, _)| k.trim().to_string()))
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    /// Limits from `key -> written default` pairs, through the TOML parser.
+    fn limits_from_written(pairs: &[(String, String)]) -> Limits {
+        let mut toml = String::from("[limits]\n");
+        for (k, v) in pairs {
+            if v.bytes().all(|b| b.is_ascii_digit()) {
+                toml.push_str(&format!("{k} = {v}\n"));
+            } else {
+                toml.push_str(&format!("{k} = \"{v}\"\n"));
+            }
+        }
+        from(
+            &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
+            &toml,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+        .limits
+    }
+
+    /// Every place a limit's default is written for people says what the
+    /// code's default is: the example TOML (which names every limit and
+    /// parses to exactly the defaults), `--help` and docs/proxy.md. (The
+    /// documented request rate once said 20 while the code said 1000.)
+    #[test]
+    fn every_written_default_is_the_code_default() {
+        let d = Limits::default();
+        let keys = limit_keys();
+        assert_eq!(keys.len(), 14, "{keys:?}");
+
+        let example = include_str!("../krb5-wss-proxy.example.toml");
+        for k in &keys {
+            assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
+        }
+        let c = merge(Args::default(), parse_file(example).unwrap(), None).unwrap();
+        assert_eq!(c.limits, d, "the example's [limits] are not the defaults");
+
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        let docs = include_str!("../../docs/proxy.md");
+        for (name, text) in [("--help", help.as_str()), ("docs/proxy.md", docs)] {
+            let mut pairs = Vec::new();
+            for k in &keys {
+                let flag = format!("--{}", k.replace('_', "-"));
+                let value = if name == "--help" {
+                    // "--flag <N>" ... "[default: X]" before the next flag.
+                    let start = text
+                        .find(&format!("{flag} "))
+                        .unwrap_or_else(|| panic!("{flag}"));
+                    let rest = &text[start..];
+                    let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
+                    let block = &rest[..end];
+                    let at = block
+                        .find("[default: ")
+                        .unwrap_or_else(|| panic!("{flag} has no default"));
+                    block[at + 10..]
+                        .split(']')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                } else {
+                    let row = text
+                        .lines()
+                        .find(|l| l.contains(&format!("`[limits] {k}`")))
+                        .unwrap_or_else(|| panic!("docs/proxy.md has no row for {k}"));
+                    row.split('|').nth(3).unwrap().trim().to_string()
+                };
+                pairs.push((k.clone(), value));
+            }
+            assert_eq!(
+                limits_from_written(&pairs),
+                d,
+                "{name} disagrees: {pairs:?}"
+            );
+        }
+    }
 }

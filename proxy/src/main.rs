@@ -22,6 +22,7 @@ mod cli;
 mod client;
 mod config;
 mod exchange;
+mod fdlimit;
 mod http;
 mod kkdcp;
 mod limits;
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
 
 /// `--check-config`: builds everything but binds nothing.
 fn check_config(args: &cli::Args) -> Result<(), String> {
+    fdlimit::raise()?;
     let active = reload::build(args)?;
     let c = &active.config;
     let mut out = std::io::stdout().lock();
@@ -106,6 +108,7 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
 }
 
 fn run(args: cli::Args) -> Result<(), String> {
+    fdlimit::raise()?;
     let active = reload::build(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -233,11 +236,57 @@ fn log_config(config: &config::Config) {
         );
     }
     log::debug!("limits: {:?}", config.limits);
+    for warning in risky_settings(config) {
+        log::warn!("{warning}");
+    }
+}
+
+/// Settings that are allowed but expose more than an operator may mean to.
+fn risky_settings(config: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.transport == config::Transport::Plaintext {
+        for a in config.listen.iter().filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "plaintext (ws://, no TLS) on {a}, which is not a loopback address: \
+                 Kerberos traffic and client addresses cross the network unencrypted \
+                 unless a TLS-terminating server on this host is the only one that can reach it"
+            ));
+        }
+    }
+    for net in config.trusted_proxies.iter().filter(|n| n.is_everything()) {
+        out.push(format!(
+            "trusted_proxies includes {net}: any client can set X-Forwarded-For and choose \
+             the address the proxy logs and limits by"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risky_settings_are_named() {
+        let args = cli::Args::try_parse_from([
+            "krb5-wss-proxy",
+            "--listen",
+            "0.0.0.0:8080",
+            "--listen",
+            "127.0.0.1:8081",
+            "--plaintext",
+            "--trust-forwarded-for",
+            "0.0.0.0/0",
+            "--realm",
+            "A.ORG=127.0.0.1:88",
+        ])
+        .unwrap();
+        let c = config::Config::from_args(args).unwrap();
+        let w = risky_settings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("0.0.0.0:8080") && w[0].contains("not a loopback"));
+        assert!(w[1].contains("0.0.0.0/0") && w[1].contains("X-Forwarded-For"));
+    }
 
     #[test]
     fn reload_keeps_listen_addresses_and_refuses_a_transport_switch() {

@@ -18,7 +18,11 @@ use std::sync::Arc;
 /// Builds a configuration and its TLS acceptor from the command line (and
 /// the file it names).
 pub fn build(args: &Args) -> Result<Active, String> {
-    let config = Config::from_args(args.clone())?;
+    let mut config = Config::from_args(args.clone())?;
+    // Connections must fit in the file descriptors the proxy has.
+    for note in crate::fdlimit::fit(&mut config.limits, crate::fdlimit::available()?)? {
+        log::warn!("{note}");
+    }
     let tls = match &config.transport {
         Transport::Tls { cert, key } => Some(tls::acceptor(cert, key)?),
         Transport::Plaintext => None,

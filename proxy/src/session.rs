@@ -45,6 +45,11 @@ const LINGER_MAX_BYTES: usize = 1024 * 1024;
 /// While discarding raw bytes, this long without any ends the wait.
 const LINGER_QUIET: Duration = Duration::from_millis(200);
 
+/// Most control frames (ping, pong) a client may send within one second;
+/// past it, close 4429. Each ping costs a pong: a flood of them must not
+/// buy a connection CPU time or an endless life.
+pub const MAX_CONTROL_FRAMES_PER_SECOND: u32 = 20;
+
 /// Runs one WebSocket session on an upgraded connection.
 pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>, admitted: Admitted) {
     let limits = &ctx.config.limits;
@@ -117,6 +122,8 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
     let mut last_activity = Instant::now();
     // When the record in progress began, if one is.
     let mut partial_since: Option<Instant> = None;
+    // Control frames in the current one-second window.
+    let mut control = (Instant::now(), 0u32);
     loop {
         let deadline = match partial_since {
             Some(t) => t + limits.record_timeout,
@@ -124,6 +131,22 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
         };
         if shutdown.is_set() {
             return End::ShuttingDown;
+        }
+        // Checked here, not only by the timer below: a stream that always
+        // has a frame ready (a ping flood) would otherwise never let the
+        // timer fire.
+        if Instant::now() >= deadline {
+            return match partial_since {
+                Some(_) => End::Refused(Refusal::new(
+                    close::REQUEST_TIMEOUT,
+                    format!(
+                        "record incomplete after {:?} ({} bytes buffered)",
+                        limits.record_timeout,
+                        deframer.buffered()
+                    ),
+                )),
+                None => End::Idle,
+            };
         }
         let next = tokio::select! {
             n = timeout_at(deadline, ws.next()) => n,
@@ -151,8 +174,23 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
                 return End::Refused(Refusal::new(close::TEXT_MESSAGE, "text message"))
             }
             // tungstenite answers pings and close frames itself; neither
-            // counts as activity.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            // counts as activity, and control frames are bounded.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                let now = Instant::now();
+                if now.duration_since(control.0) >= Duration::from_secs(1) {
+                    control = (now, 0);
+                }
+                control.1 += 1;
+                if control.1 > MAX_CONTROL_FRAMES_PER_SECOND {
+                    return End::Refused(Refusal::new(
+                        close::RATE_LIMITED,
+                        format!(
+                            "over {MAX_CONTROL_FRAMES_PER_SECOND} control frames (ping, pong) per second"
+                        ),
+                    ));
+                }
+                continue;
+            }
             Message::Close(_) => continue,
         };
         if data.is_empty() {

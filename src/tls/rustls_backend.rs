@@ -113,6 +113,16 @@ pub fn describe_error(e: &rustls::Error, host: &str) -> String {
             }
             CertificateError::Revoked => format!("TLS certificate of {host} is revoked"),
             CertificateError::BadSignature => format!("TLS certificate of {host} has a bad signature"),
+            CertificateError::Other(other) => {
+                let what = format!("{other:?}");
+                if what.contains("CaUsedAsEndEntity") {
+                    format!(
+                        "TLS certificate of {host} is a CA certificate used as a server certificate (a self-signed certificate made with CA:TRUE?); give the server a certificate issued by a CA, and trust that CA in http_anchors"
+                    )
+                } else {
+                    format!("TLS certificate of {host} rejected by the verifier: {what}")
+                }
+            }
             other => format!("TLS certificate of {host} rejected: {other:?}"),
         },
         rustls::Error::AlertReceived(alert) => {
@@ -126,11 +136,31 @@ pub fn describe_error(e: &rustls::Error, host: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An error shaped as webpki's (its Debug is the variant's name).
+    mod webpki_like {
+        #[derive(Debug)]
+        pub struct CaUsedAsEndEntity;
+        impl std::fmt::Display for CaUsedAsEndEntity {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("CaUsedAsEndEntity")
+            }
+        }
+        impl std::error::Error for CaUsedAsEndEntity {}
+    }
+
     #[test]
     fn certificate_errors_read_well() {
         let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         assert!(describe_error(&e, "kdc.example.com").contains("unknown issuer"));
         let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
         assert!(describe_error(&e, "kdc.example.com").contains("name mismatch"));
+        let e = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(webpki_like::CaUsedAsEndEntity),
+        )));
+        let m = describe_error(&e, "kdc.example.com");
+        assert!(
+            m.contains("is a CA certificate used as a server certificate"),
+            "{m}"
+        );
     }
 }
