@@ -127,7 +127,7 @@ pub struct Args {
     pub max_connections_per_address: Option<usize>,
 
     /// Requests per second one connection may make (bursts of as many);
-    /// over it, close 4429. [default: 100]
+    /// over it, close 4429. [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_requests_per_second: Option<u32>,
 

@@ -67,7 +67,7 @@ impl Default for Limits {
             reply_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             max_connections_per_address: 100,
-            max_requests_per_second: 100,
+            max_requests_per_second: 1000,
             max_upstream_exchanges: 1000,
             udp_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
