@@ -174,6 +174,7 @@ mod tests {
     use crate::kerberos::krb_error_code;
 
     /// Reads every field back with the crate's DER reader.
+    #[allow(clippy::type_complexity)]
     fn decode(
         msg: &[u8],
     ) -> (
