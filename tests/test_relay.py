@@ -628,3 +628,34 @@ def test_wss_web_proxy_for_the_plugin_and_the_relay(start_proxy, start_relay, pk
     finally:
         tp.terminate()
         tp.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------
+# --discover: the URLs from DNS, as the plugin finds them
+
+
+@pytest.mark.skipif(not shutil.which("dnsmasq"), reason="dnsmasq is not installed")
+def test_discover_realm_in_dns(start_relay, proxy, pki, realm, tmp_path):
+    from test_dns import DnsServer, wss_uri
+    server = DnsServer(tmp_path, realm.name, uri={
+        f"_kerberos.{realm.name}": [(1, 0, wss_uri(proxy.port))],
+        f"_kpasswd.{realm.name}": [(1, 0, wss_uri(proxy.port, "/kpasswd"))]})
+    try:
+        launcher = ["unshare", "-Urm", "sh", "-c",
+                    f'mount --bind "{server.resolv_conf}" /etc/resolv.conf && exec "$@"', "sh"]
+        relay = start_relay(["--listen", "127.0.0.1:0", "--kpasswd-listen", "127.0.0.1:0",
+                             "--discover", realm.name, "--anchors", f"FILE:{pki.ca_cert}"],
+                            launcher=launcher)
+        realm.addprinc("relaydns", "old-password-1")
+        env = client_env(tmp_path, relay_conf(tmp_path / "krb5.conf", realm, relay))
+        r = kinit(realm, env)
+        assert r.returncode == 0, r.output
+        r = run(["kpasswd", f"relaydns@{realm.name}"], dict(env, KRB5CCNAME=f"FILE:{tmp_path}/pw"),
+                input="old-password-1\nnew-password-2\nnew-password-2\n")
+        assert r.returncode == 0, r.output
+        log = relay.log()
+        assert exchange_lines(log, type="AS-REQ", result="ok", url=proxy.url("/kdc")), log
+        assert exchange_lines(log, service="kpasswd", result="ok", url=proxy.url("/kpasswd")), log
+        assert server.queries(f"_kerberos.{realm.name}", "URI") >= 1
+    finally:
+        server.stop()
