@@ -31,6 +31,7 @@
 mod cidr;
 mod config;
 mod exchange;
+mod pool;
 mod reply;
 mod routes;
 mod settings;

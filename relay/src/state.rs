@@ -4,12 +4,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::pool::Pool;
 use crate::routes::Router;
 
-/// The current [`Router`] (and its configuration).
+/// The current [`Router`] (and its configuration), and the workers.
 pub struct Shared {
     current: RwLock<Arc<Router>>,
     busy: AtomicUsize,
+    /// The worker threads.
+    pub pool: Pool,
 }
 
 /// A unit of the concurrency bound, released on drop.
@@ -27,6 +30,7 @@ impl Shared {
         Shared {
             current: RwLock::new(Arc::new(router)),
             busy: AtomicUsize::new(0),
+            pool: Pool::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! TCP: RFC 4120 §7.2.2 records (4-byte length, then the message), each
 //! answered on the same connection.
 //!
-//! Every connection has its own thread within the concurrency bound (past
+//! Every connection is served by a worker thread within the concurrency bound (past
 //! it, a new connection is closed at once). A record longer than
 //! `max_request`, a connection that ends inside a record or takes longer
 //! than `client_timeout` to send one are closed without a reply (a clean
@@ -42,12 +42,12 @@ pub fn serve(listener: TcpListener, service: Service, shared: Arc<Shared>) {
             );
             continue;
         };
-        let shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("relay-tcp".into())
-            .spawn(move || connection(stream, client, service, &shared, slot));
-        if let Err(e) = spawned {
-            warn!("tcp: cannot start a thread: {e}");
+        let shared2 = shared.clone();
+        if !shared
+            .pool
+            .run(move || connection(stream, client, service, &shared2, slot))
+        {
+            warn!("tcp: cannot queue the connection from {client}");
         }
     }
 }

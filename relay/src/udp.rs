@@ -2,7 +2,7 @@
 //!
 //! A datagram from a source that is not served, or that does not parse
 //! as the port's request, is dropped without an answer (no reflection of
-//! garbage). A parsed request is served on its own thread, within the
+//! garbage). A parsed request is served by a worker thread, within the
 //! concurrency bound (past it the datagram is dropped and the client's
 //! retry comes later); the reply (the proxy's, or the relay's small
 //! KRB-ERROR) goes to the source only, and never exceeds
@@ -55,24 +55,22 @@ pub fn serve(socket: UdpSocket, service: Service, shared: Arc<Shared>) {
         };
         let request = datagram.to_vec();
         let socket = socket.clone();
-        let spawned = std::thread::Builder::new()
-            .name("relay-udp".into())
-            .spawn(move || {
-                let _slot = slot;
-                let req = Request {
-                    client,
-                    transport: Transport::Udp,
-                    service,
-                    bytes: &request,
-                };
-                if let Some(reply) = exchange::serve(&router, &req, &parsed) {
-                    if let Err(e) = socket.send_to(&reply, client) {
-                        debug!("udp: reply to {client}: {e}");
-                    }
+        let queued = shared.pool.run(move || {
+            let _slot = slot;
+            let req = Request {
+                client,
+                transport: Transport::Udp,
+                service,
+                bytes: &request,
+            };
+            if let Some(reply) = exchange::serve(&router, &req, &parsed) {
+                if let Err(e) = socket.send_to(&reply, client) {
+                    debug!("udp: reply to {client}: {e}");
                 }
-            });
-        if let Err(e) = spawned {
-            warn!("udp: cannot start a thread: {e}");
+            }
+        });
+        if !queued {
+            warn!("udp: cannot queue a request from {client}");
         }
     }
 }
