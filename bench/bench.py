@@ -576,7 +576,7 @@ class Bench:
         self.results[key] = res
         w, k = res["wss"]["median_s"], res["kkdcp"]["median_s"]
         rl = res["relay"]["median_s"]
-        self.target(key, "krb5-wss-relay (no plugin) beside direct TCP and the plugin",
+        self.target(key, "relay (no plugin) vs direct, plugin",
                     f"{fmt_ratio(rl / d)} direct, {rl / w:.2f}x the plugin's time", None)
         if key == "A":
             self.target("A", "krb5-wss within 1.5x direct TCP", fmt_ratio(w / d), w / d <= 1.5)

@@ -659,3 +659,20 @@ def test_discover_realm_in_dns(start_relay, proxy, pki, realm, tmp_path):
         assert server.queries(f"_kerberos.{realm.name}", "URI") >= 1
     finally:
         server.stop()
+
+
+def test_kpasswd_server_unreachable_is_a_kpasswd_error(start_relay, proxy, pki, realm, tmp_path):
+    """The KDC is reachable, the kpasswd URL is not: MIT's kpasswd gets the
+    relay's answer in the RFC 3244 reply framing (a KRB-ERROR whose e-data
+    is result code 2, hard error, and the relay's message) and prints it."""
+    dead = free_ports(1)
+    relay = start_relay(relay_args(realm, proxy, pki, "--kpasswd",
+                                   f"{realm.name}=wss://localhost:{dead}/kpasswd"))
+    realm.addprinc("relaypwfail", "old-password-1")
+    env = client_env(tmp_path, relay_conf(tmp_path / "krb5.conf", realm, relay))
+    r = run(["kpasswd", f"relaypwfail@{realm.name}"], env,
+            input="old-password-1\nnew-password-2\nnew-password-2\n")
+    assert r.returncode != 0, r.output
+    assert "krb5-wss-relay: no proxy of realm" in r.output, r.output
+    assert r.elapsed < 5, r.elapsed
+    assert exchange_lines(relay.log(), service="kpasswd", result="upstream-failed"), relay.log()

@@ -127,3 +127,41 @@ impl Router {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::settings::Settings;
+
+    #[test]
+    fn realms_match_exactly() {
+        let r = Router::new(
+            Config::from_settings(&Settings {
+                realm: vec!["A.TEST=wss://proxy.invalid/kdc".into()],
+                ..Settings::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let kdc = r.route(Service::Kdc, "A.TEST").unwrap();
+        assert_eq!(kdc.target().urls[0].to_string(), "wss://proxy.invalid/kdc");
+        let pw = r.route(Service::Kpasswd, "A.TEST").unwrap();
+        assert_eq!(
+            pw.target().urls[0].to_string(),
+            "wss://proxy.invalid/kpasswd"
+        );
+        assert_eq!(
+            r.route(Service::Kdc, "a.test").err(),
+            Some(NoRoute::UnknownRealm)
+        );
+        assert_eq!(
+            r.route(Service::Kdc, "A.TEST.").err(),
+            Some(NoRoute::UnknownRealm)
+        );
+        assert_eq!(
+            r.route(Service::Kdc, "B.TEST").err(),
+            Some(NoRoute::UnknownRealm)
+        );
+    }
+}

@@ -66,3 +66,36 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Config;
+    use crate::settings::Settings;
+
+    #[test]
+    fn slots_bound_the_work_and_reload_swaps_the_router() {
+        let router = |realm: &str| {
+            Router::new(
+                Config::from_settings(&Settings {
+                    realm: vec![format!("{realm}=wss://proxy.invalid/kdc")],
+                    ..Settings::default()
+                })
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let shared = Arc::new(Shared::new(router("A.TEST")));
+        let a = shared.slot(2).unwrap();
+        let b = shared.slot(2).unwrap();
+        assert!(shared.slot(2).is_none());
+        drop(a);
+        let c = shared.slot(2).unwrap();
+        drop((b, c));
+        assert_eq!(shared.busy.load(Ordering::Acquire), 0);
+        let old = shared.replace(router("B.TEST"));
+        assert!(old.config.realms.contains_key("A.TEST"));
+        assert!(shared.router().config.realms.contains_key("B.TEST"));
+    }
+}
