@@ -3,13 +3,14 @@
 //! with one log line per exchange:
 //!
 //! ```text
-//! exchange client=127.0.0.1:40312 transport=udp realm=EXAMPLE.COM type=AS-REQ url=wss://kdc.example.com/kdc result=ok reply=712 us=2380
+//! exchange client=127.0.0.1:40312 transport=udp service=kdc realm=EXAMPLE.COM type=AS-REQ url=wss://kdc.example.com/kdc result=ok reply=712 us=2380
 //! ```
 //!
 //! `result` is `ok`, `krb-error-N` (the KDC answered with KRB-ERROR N),
 //! `too-big-for-udp` (RESPONSE_TOO_BIG sent instead), `unknown-realm`,
 //! `unavailable` or `upstream-failed` (a KRB-ERROR from the relay), or
-//! `malformed` (TCP: a KRB-ERROR; UDP: dropped).
+//! `malformed` (TCP: a KRB-ERROR; UDP: dropped, logged at debug level
+//! only). When the relay answered itself, `cause="..."` ends the line.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -100,12 +101,14 @@ struct Line<'a> {
     result: String,
     reply: usize,
     start: Instant,
+    /// Why the relay answered itself (logged last, quoted).
+    cause: String,
 }
 
 impl Line<'_> {
     fn log(&self, warn_level: bool) {
         let msg = format!(
-            "exchange client={} transport={} service={} realm={} type={} url={} result={} reply={} us={}",
+            "exchange client={} transport={} service={} realm={} type={} url={} result={} reply={} us={}{}",
             self.req.client,
             self.req.transport,
             self.req.service,
@@ -114,7 +117,12 @@ impl Line<'_> {
             if self.url.is_empty() { "-" } else { &self.url },
             self.result,
             self.reply,
-            self.start.elapsed().as_micros()
+            self.start.elapsed().as_micros(),
+            if self.cause.is_empty() {
+                String::new()
+            } else {
+                format!(" cause={:?}", self.cause)
+            }
         );
         if warn_level {
             warn!("{msg}");
@@ -142,6 +150,7 @@ pub fn malformed(req: &Request<'_>, cause: &str) -> Option<Vec<u8>> {
         result: "malformed".into(),
         reply: reply.as_ref().map_or(0, Vec::len),
         start: Instant::now(),
+        cause: cause.to_string(),
     }
     .log(true);
     reply
@@ -158,6 +167,7 @@ pub fn serve(router: &Router, req: &Request<'_>, parsed: &Parsed) -> Option<Vec<
         result: String::new(),
         reply: 0,
         start: Instant::now(),
+        cause: String::new(),
     };
     let realm = parsed.realm.as_str();
     let (reply, warned) = match router.route(req.service, realm) {
@@ -171,10 +181,9 @@ pub fn serve(router: &Router, req: &Request<'_>, parsed: &Parsed) -> Option<Vec<
         }
         Err(NoRoute::Unavailable(cause)) => {
             line.result = "unavailable".into();
-            (
-                reply::error(req.service, realm, UPSTREAM_FAILED, &cause),
-                true,
-            )
+            let reply = reply::error(req.service, realm, UPSTREAM_FAILED, &cause);
+            line.cause = cause;
+            (reply, true)
         }
         Ok(upstream) => match upstream.exchange_via(req.bytes) {
             Ok((reply, url)) => {
@@ -196,10 +205,9 @@ pub fn serve(router: &Router, req: &Request<'_>, parsed: &Parsed) -> Option<Vec<
                     .map(|(u, _)| u.clone())
                     .unwrap_or_default();
                 line.result = "upstream-failed".into();
-                warn!("{e}");
-                let cause = format!("no proxy of realm {realm} answered: {e}");
+                line.cause = format!("no proxy of realm {realm} answered: {e}");
                 (
-                    reply::error(req.service, realm, UPSTREAM_FAILED, &cause),
+                    reply::error(req.service, realm, UPSTREAM_FAILED, &line.cause),
                     true,
                 )
             }
