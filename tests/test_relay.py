@@ -676,3 +676,13 @@ def test_kpasswd_server_unreachable_is_a_kpasswd_error(start_relay, proxy, pki, 
     assert "krb5-wss-relay: no proxy of realm" in r.output, r.output
     assert r.elapsed < 5, r.elapsed
     assert exchange_lines(relay.log(), service="kpasswd", result="upstream-failed"), relay.log()
+
+
+@pytest.mark.skipif(not shutil.which("readelf"), reason="readelf is not installed")
+def test_relay_needs_no_libkrb5():
+    """The relay runs where no Kerberos library is installed (a JDK-only
+    container): it links only the C library."""
+    out = subprocess.run(["readelf", "-d", str(RELAY_BIN)], capture_output=True, text=True,
+                         check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
+    assert needed and not any("krb5" in n or "gssapi" in n or "k5crypto" in n for n in needed), needed
