@@ -28,8 +28,8 @@ use crate::routes::{NoRoute, Router};
 /// KRB_ERR_GENERIC, not KDC_ERR_SVC_UNAVAILABLE. On SVC_UNAVAILABLE MIT's
 /// libkrb5 keeps waiting for other KDCs and retries over UDP and TCP for
 /// its whole schedule (27 s measured with the relay as the only KDC); a
-/// generic error ends the attempt at once, and Java and Heimdal print the
-/// e-text.
+/// generic error ends the attempt at once, and clients that report e-text
+/// show the cause.
 const UPSTREAM_FAILED: i32 = KRB_ERR_GENERIC;
 
 /// How the client reached the relay.
