@@ -217,7 +217,7 @@ pub fn serve(router: &Router, req: &Request<'_>, parsed: &Parsed) -> Option<Vec<
     let reply = match reply {
         Some(r) if req.transport == Transport::Udp && r.len() > limit => {
             line.result = format!("too-big-for-udp({}>{limit})", r.len());
-            reply::error(
+            reply::error_within(
                 req.service,
                 realm,
                 KRB_ERR_RESPONSE_TOO_BIG,
@@ -225,8 +225,8 @@ pub fn serve(router: &Router, req: &Request<'_>, parsed: &Parsed) -> Option<Vec<
                     "reply of {} bytes is larger than the UDP limit ({limit}); retry over TCP",
                     r.len()
                 ),
+                limit,
             )
-            .filter(|e| e.len() <= limit)
         }
         other => other,
     };

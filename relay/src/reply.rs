@@ -33,8 +33,25 @@ pub fn text(cause: &str) -> String {
 /// A KRB-ERROR (KDC) or an RFC 3244 error reply (kpasswd) for `realm`
 /// with `code` (KDC only) and `cause`; None only if it cannot be encoded.
 pub fn error(service: Service, realm: &str, code: i32, cause: &str) -> Option<Vec<u8>> {
+    encode(service, realm, code, Some(&text(cause)))
+}
+
+/// Like [`error`], at most `limit` bytes: without the e-text when the
+/// text would not fit (None when even that does not).
+pub fn error_within(
+    service: Service,
+    realm: &str,
+    code: i32,
+    cause: &str,
+    limit: usize,
+) -> Option<Vec<u8>> {
+    error(service, realm, code, cause)
+        .filter(|e| e.len() <= limit)
+        .or_else(|| encode(service, realm, code, None).filter(|e| e.len() <= limit))
+}
+
+fn encode(service: Service, realm: &str, code: i32, t: Option<&str>) -> Option<Vec<u8>> {
     let (stime, susec) = now();
-    let t = text(cause);
     let encoded = match service {
         Service::Kdc => krb_error::encode(&KrbError {
             stime,
@@ -42,12 +59,16 @@ pub fn error(service: Service, realm: &str, code: i32, cause: &str) -> Option<Ve
             error_code: code,
             realm,
             sname: &["krbtgt", realm],
-            e_text: Some(&t),
+            e_text: t,
             e_data: None,
         }),
-        Service::Kpasswd => {
-            krb_error::kpasswd_error_reply(stime, susec, realm, KPASSWD_HARDERROR, &t)
-        }
+        Service::Kpasswd => krb_error::kpasswd_error_reply(
+            stime,
+            susec,
+            realm,
+            KPASSWD_HARDERROR,
+            t.unwrap_or("krb5-wss-relay"),
+        ),
     };
     encoded.ok()
 }
@@ -67,5 +88,12 @@ mod tests {
         let p = error(Service::Kpasswd, "R", 60, "down").unwrap();
         assert_eq!(krb_error_code(&p[6..]), Some(60));
         assert!(text(&"é".repeat(300)).len() <= MAX_TEXT);
+        let long = "x".repeat(150);
+        let full = error(Service::Kdc, "R", 52, &long).unwrap();
+        assert!(full.len() > 200);
+        let fitted = error_within(Service::Kdc, "R", 52, &long, 200).unwrap();
+        assert!(fitted.len() <= 200 && !String::from_utf8_lossy(&fitted).contains("xxx"));
+        assert_eq!(krb_error_code(&fitted), Some(52));
+        assert!(error_within(Service::Kdc, "R", 52, &long, 20).is_none());
     }
 }
