@@ -64,6 +64,9 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let cli = Settings::parse();
+    // A panic's message goes to the log, where the guard in each worker
+    // reports it (krb5_wss::panic).
+    krb5_wss::panic::install_hook();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or(LOG_ENV, "info"))
         .format(|buf, record| {
             writeln!(

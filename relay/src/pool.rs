@@ -61,7 +61,11 @@ impl Pool {
                 let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 idle.fetch_sub(1, Ordering::AcqRel);
                 match job {
-                    Ok(job) => job(),
+                    // A panic ends the job (its slot and socket are
+                    // dropped while unwinding), not the worker.
+                    Ok(job) => {
+                        let _ = krb5_wss::panic::guard("a relay worker", job);
+                    }
                     Err(_) => return,
                 }
             });
@@ -92,6 +96,22 @@ mod tests {
             while pool.idle.load(Ordering::Acquire) == 0 {
                 std::thread::yield_now();
             }
+        }
+        assert_eq!(pool.workers.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn a_panicking_job_keeps_its_worker() {
+        let pool = Pool::new();
+        let (tx, rx) = sync_channel(0);
+        assert!(pool.run(move || {
+            tx.send(()).unwrap();
+            panic!("test panic");
+        }));
+        rx.recv().unwrap();
+        // The only worker comes back to wait after the panic.
+        while pool.idle.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
         }
         assert_eq!(pool.workers.load(Ordering::Acquire), 1);
     }
