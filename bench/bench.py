@@ -37,15 +37,17 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("KRB5_WSS_TARGET_DIR", ROOT / "target" / "release"))
 PLUGIN_SO = TARGET / "libkrb5_wss.so"
 PROXY_BIN = TARGET / "krb5-wss-proxy"
+RELAY_BIN = TARGET / "krb5-wss-relay"
 LOADGEN_BIN = TARGET / "krb5-wss-loadgen"
 REALM = "KRBTEST.COM"
 N_SERVICES = 50
 GUNICORN_WORKERS = 2  # the machine's cores; the proxy's runtime uses as many
 
-PATHS = ["direct", "wss", "kkdcp", "websockify"]
+PATHS = ["direct", "wss", "relay", "kkdcp", "websockify"]
 PATH_LABEL = {
     "direct": "direct TCP (floor)",
     "wss": "krb5-wss (plugin+proxy)",
+    "relay": "krb5-wss-relay+proxy, no plugin",
     "kkdcp": "KKDCP (MIT https+kdcproxy)",
     "websockify": "websockify + plugin",
 }
@@ -376,7 +378,7 @@ class Bench:
     def setup(self) -> None:
         from k5test import K5Realm
 
-        for f in (PLUGIN_SO, PROXY_BIN, LOADGEN_BIN):
+        for f in (PLUGIN_SO, PROXY_BIN, RELAY_BIN, LOADGEN_BIN):
             if not f.exists():
                 raise RuntimeError(f"{f} is missing: run bench/run (it builds first)")
         self.pki = make_pki(self._mkdir("pki"))
@@ -428,6 +430,15 @@ class Bench:
             self.logs)
         wait_port(self.wsfy_port, self.websockify, "websockify")
 
+        # krb5-wss-relay -> the same proxy, for MIT clients without the plugin.
+        self.relay = self.procs.start(
+            "relay",
+            [str(RELAY_BIN), "--listen", "127.0.0.1:0",
+             "--realm", f"{REALM}=wss://localhost:{self.proxy_port}/kdc",
+             "--anchors", f"FILE:{self.pki['ca']}"],
+            self.logs, stdout=subprocess.PIPE)
+        self.relay_port = read_listen_line(self.relay, "relay")
+
         anchors = {"http_anchors": f"FILE:{self.pki['ca']}"}
         confs = self._mkdir("conf")
         self.clients = {
@@ -437,6 +448,11 @@ class Bench:
             "wss": Client("wss", self.work, write_krb5_conf(
                 confs / "wss.conf", [f"wss://localhost:{self.proxy_port}/kdc"], anchors),
                 self.plugin_dir),
+            # TCP, as the direct path, so that the ratio is the relay's and
+            # the proxy's cost alone.
+            "relay": Client("relay", self.work, write_krb5_conf(
+                confs / "relay.conf", [f"127.0.0.1:{self.relay_port}"],
+                libdefaults={"udp_preference_limit": "1"}), self.empty_dir),
             "kkdcp": Client("kkdcp", self.work, write_krb5_conf(
                 confs / "kkdcp.conf", [f"https://localhost:{self.kkdcp_port}/KdcProxy"],
                 anchors), self.empty_dir),
@@ -559,6 +575,9 @@ class Bench:
         self.say()
         self.results[key] = res
         w, k = res["wss"]["median_s"], res["kkdcp"]["median_s"]
+        rl = res["relay"]["median_s"]
+        self.target(key, "relay (no plugin) vs direct, plugin",
+                    f"{fmt_ratio(rl / d)} direct, {rl / w:.2f}x the plugin's time", None)
         if key == "A":
             self.target("A", "krb5-wss within 1.5x direct TCP", fmt_ratio(w / d), w / d <= 1.5)
             self.target("A", "krb5-wss no slower than KKDCP",

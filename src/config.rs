@@ -20,7 +20,10 @@
 //! `wss_request_timeout` (default 15 s), `wss_allow_plaintext` (default
 //! false; permits `ws://` URLs), `wss_dns_discovery` (realm, else
 //! `[libdefaults]`; default false: whether a realm with no `kdc` lines is
-//! looked for in DNS, see [`dns_lookup_applies`]). `http_anchors` is MIT's
+//! looked for in DNS, see [`dns_lookup_applies`]), `wss_web_proxy` (realm,
+//! else `[libdefaults]`: `http://[user:pass@]host:port`, the web proxy to
+//! reach the URLs through, used before the `https_proxy` family of
+//! environment variables; `no_proxy` still applies). `http_anchors` is MIT's
 //! own option for its HTTPS transport, with the same `FILE:`, `DIR:` and
 //! `ENV:` forms. Which realms are ours is decided by the owner crate
 //! (`owner/`), shared with the front module.
@@ -55,6 +58,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const KDC_KEY: &str = "kdc";
 const PRIMARY_KEYS: [&str; 2] = ["primary_kdc", "master_kdc"];
 const KPASSWD_KEY: &str = "kpasswd_server";
+/// The web proxy to use before the environment's (realm, else libdefaults).
+pub const WEB_PROXY_KEY: &str = "wss_web_proxy";
 /// URLs the recv hook retries over when direct delivery failed.
 const FALLBACK_KEY: &str = "wss_fallback_kdc";
 
@@ -83,6 +88,8 @@ pub struct RealmConfig {
     pub connect_timeout: Duration,
     /// Bound on one exchange.
     pub request_timeout: Duration,
+    /// `wss_web_proxy`: the web proxy to use before the environment's.
+    pub web_proxy: Option<String>,
     /// Non-URL entries on the same lines, which krb5-wss ignores.
     pub ignored: Vec<String>,
     /// Where the URLs came from ("krb5.conf", or the DNS records).
@@ -102,6 +109,7 @@ impl RealmConfig {
             allow_plaintext: options.allow_plaintext,
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
+            web_proxy: options.web_proxy,
             ignored: Vec::new(),
             source: source.to_string(),
         }
@@ -239,6 +247,7 @@ struct Options {
     allow_plaintext: bool,
     connect_timeout: Duration,
     request_timeout: Duration,
+    web_proxy: Option<String>,
 }
 
 impl Options {
@@ -254,7 +263,18 @@ impl Options {
                 reason,
             })?;
         }
+        let web_proxy = option_value(profile, realm, WEB_PROXY_KEY)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if let Some(v) = &web_proxy {
+            crate::webproxy::parse_proxy(v, WEB_PROXY_KEY).map_err(|reason| ConfigError {
+                realm: realm.to_string(),
+                key: WEB_PROXY_KEY.into(),
+                reason,
+            })?;
+        }
         Ok(Options {
+            web_proxy,
             anchors,
             allow_plaintext: bool_option(profile, realm, "wss_allow_plaintext", false)?,
             connect_timeout: duration_option(
@@ -668,6 +688,31 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "http_anchors");
+    }
+
+    #[test]
+    fn web_proxy_from_realm_then_libdefaults() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        assert_eq!(load(&base(), R).unwrap().unwrap().web_proxy, None);
+        let prof = base().with("libdefaults/wss_web_proxy", "http://lib:3128");
+        assert_eq!(
+            load(&prof, R).unwrap().unwrap().web_proxy.as_deref(),
+            Some("http://lib:3128")
+        );
+        let prof = prof.with(
+            "realms/EXAMPLE.COM/wss_web_proxy",
+            " http://u:p@realm:8080 ",
+        );
+        assert_eq!(
+            load(&prof, R).unwrap().unwrap().web_proxy.as_deref(),
+            Some("http://u:p@realm:8080")
+        );
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/wss_web_proxy", "socks5://x:1"),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "wss_web_proxy");
     }
 
     #[test]

@@ -323,7 +323,7 @@ pub extern "C" fn krb5_wss_version() -> *const c_char {
 /// DNS queries through the C library's resolver (`res_nquery`), with a
 /// private resolver state per query: resolv.conf semantics exactly as
 /// libkrb5's own DNS lookups have them, thread-safe, no thread started.
-pub(crate) struct SystemResolver;
+pub struct SystemResolver;
 
 /// glibc's h_errno values (netdb.h).
 const HOST_NOT_FOUND: c_int = 1;

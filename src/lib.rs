@@ -52,3 +52,7 @@ pub mod transport;
 pub mod upstream;
 pub mod url;
 pub mod webproxy;
+
+/// DNS queries through the C library's resolver, for DNS discovery
+/// outside libkrb5 (the `krb5-wss-relay` binary).
+pub use ffi::SystemResolver;

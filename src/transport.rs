@@ -329,11 +329,12 @@ impl WssConnection {
         url: &WssUrl,
         tls: &crate::tls::Client,
         connect_timeout: Duration,
+        web_proxy: Option<&str>,
     ) -> Result<WssConnection, TransportError> {
         let deadline = Instant::now() + connect_timeout;
         let host = url.host_for_resolve();
-        let proxy =
-            crate::webproxy::proxy_for(url, crate::env::var).map_err(TransportError::WebProxy)?;
+        let proxy = crate::webproxy::proxy_for(url, web_proxy, crate::env::var)
+            .map_err(TransportError::WebProxy)?;
         let tcp = match &proxy {
             None => connect_tcp(
                 &resolve(url, deadline, connect_timeout)?,

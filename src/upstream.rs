@@ -66,6 +66,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Bound on one exchange.
     pub request_timeout: Duration,
+    /// A configured web proxy (`wss_web_proxy`), used before the
+    /// environment's.
+    pub web_proxy: Option<String>,
 }
 
 impl Target {
@@ -79,6 +82,7 @@ impl Target {
             anchors: cfg.anchors.clone(),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
+            web_proxy: cfg.web_proxy.clone(),
         }
     }
 }
@@ -301,7 +305,14 @@ impl Upstream {
         );
         let result = crate::tls::client_config(&target.anchors)
             .map_err(TransportError::Tls)
-            .and_then(|tls| WssConnection::connect(url, &tls, target.connect_timeout));
+            .and_then(|tls| {
+                WssConnection::connect(
+                    url,
+                    &tls,
+                    target.connect_timeout,
+                    target.web_proxy.as_deref(),
+                )
+            });
         match &result {
             Ok(conn) => debug!(
                 "realm {} {}: connected to {url} ({}{}) in {} ms",
@@ -499,6 +510,11 @@ impl Upstream {
     /// else over a new one (racing the URLs). A URL whose exchange failed
     /// is not used again for this request.
     pub fn exchange(&self, request: &[u8]) -> Result<Vec<u8>, AllFailed> {
+        self.exchange_via(request).map(|(reply, _)| reply)
+    }
+
+    /// Like [`Upstream::exchange`], also naming the URL that answered.
+    pub fn exchange_via(&self, request: &[u8]) -> Result<(Vec<u8>, WssUrl), AllFailed> {
         let mut failures = Vec::new();
         let mut left: Vec<&WssUrl> = try_order(&self.target.urls);
         loop {
@@ -533,7 +549,7 @@ impl Upstream {
                 Ok(reply) => {
                     self.put_back(conn);
                     mark_ok(url);
-                    return Ok(reply);
+                    return Ok((reply, url.clone()));
                 }
                 Err(f) if f.stale => continue,
                 Err(f) => {
@@ -646,6 +662,7 @@ mod tests {
             anchors: Vec::new(),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
+            web_proxy: None,
         }
     }
 

@@ -152,12 +152,21 @@ fn in_prefix(addr: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// The web proxy to use for `url`, from the environment read by `getenv`
-/// (None: connect directly).
+/// The web proxy to use for `url` (None: connect directly): `configured`
+/// (krb5.conf's `wss_web_proxy`, for `wss://` and `ws://` alike) when
+/// given, else the environment read by `getenv`. Either way `no_proxy`
+/// exempts hosts.
 pub fn proxy_for(
     url: &WssUrl,
+    configured: Option<&str>,
     getenv: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<WebProxy>, String> {
+    if let Some(value) = configured.filter(|s| !s.trim().is_empty()) {
+        if exempt(&no_proxy(&getenv), url) {
+            return Ok(None);
+        }
+        return parse_proxy(value, crate::config::WEB_PROXY_KEY).map(Some);
+    }
     let candidates: &[&'static str] = if url.tls {
         &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
     } else {
@@ -170,13 +179,16 @@ pub fn proxy_for(
     else {
         return Ok(None);
     };
-    let no_proxy = getenv("no_proxy")
-        .or_else(|| getenv("NO_PROXY"))
-        .unwrap_or_default();
-    if exempt(&no_proxy, url) {
+    if exempt(&no_proxy(&getenv), url) {
         return Ok(None);
     }
     parse_proxy(&value, var).map(Some)
+}
+
+fn no_proxy(getenv: &impl Fn(&str) -> Option<String>) -> String {
+    getenv("no_proxy")
+        .or_else(|| getenv("NO_PROXY"))
+        .unwrap_or_default()
 }
 
 /// Longest CONNECT response header accepted.
@@ -325,26 +337,39 @@ mod tests {
     #[test]
     fn variable_precedence() {
         let u = url("wss://kdc.example.com/kdc");
-        let p = proxy_for(&u, env(&[("HTTPS_PROXY", "b:2"), ("https_proxy", "a:1")]))
-            .unwrap()
-            .unwrap();
+        let p = proxy_for(
+            &u,
+            None,
+            env(&[("HTTPS_PROXY", "b:2"), ("https_proxy", "a:1")]),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((p.host.as_str(), p.variable), ("a", "https_proxy"));
-        let p = proxy_for(&u, env(&[("ALL_PROXY", "c:3")]))
+        let p = proxy_for(&u, None, env(&[("ALL_PROXY", "c:3")]))
             .unwrap()
             .unwrap();
         assert_eq!(p.variable, "ALL_PROXY");
-        assert_eq!(proxy_for(&u, env(&[("http_proxy", "h:1")])).unwrap(), None);
+        assert_eq!(
+            proxy_for(&u, None, env(&[("http_proxy", "h:1")])).unwrap(),
+            None
+        );
         let ws = url("ws://kdc.example.com/kdc");
         assert_eq!(
-            proxy_for(&ws, env(&[("http_proxy", "h:1")]))
+            proxy_for(&ws, None, env(&[("http_proxy", "h:1")]))
                 .unwrap()
                 .unwrap()
                 .host,
             "h"
         );
-        assert_eq!(proxy_for(&ws, env(&[("HTTP_PROXY", "h:1")])).unwrap(), None);
-        assert_eq!(proxy_for(&u, env(&[])).unwrap(), None);
-        assert_eq!(proxy_for(&u, env(&[("https_proxy", " ")])).unwrap(), None);
+        assert_eq!(
+            proxy_for(&ws, None, env(&[("HTTP_PROXY", "h:1")])).unwrap(),
+            None
+        );
+        assert_eq!(proxy_for(&u, None, env(&[])).unwrap(), None);
+        assert_eq!(
+            proxy_for(&u, None, env(&[("https_proxy", " ")])).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -373,10 +398,45 @@ mod tests {
         assert!(exempt("[::1]", &v6));
         let p = proxy_for(
             &u,
+            None,
             env(&[("https_proxy", "p:1"), ("NO_PROXY", "example.com")]),
         )
         .unwrap();
         assert_eq!(p, None);
+    }
+
+    #[test]
+    fn configured_proxy_comes_before_the_environment() {
+        let u = url("wss://kdc.example.com/kdc");
+        let p = proxy_for(
+            &u,
+            Some("http://u:p@conf:3128"),
+            env(&[("https_proxy", "e:1")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.variable),
+            ("conf", 3128, "wss_web_proxy")
+        );
+        assert_eq!(p.credentials.as_deref(), Some("u:p"));
+        // Also for ws://, and with an empty environment.
+        let ws = url("ws://kdc.example.com/kdc");
+        assert_eq!(
+            proxy_for(&ws, Some("conf:1"), env(&[]))
+                .unwrap()
+                .unwrap()
+                .host,
+            "conf"
+        );
+        // An empty value is no setting; no_proxy still exempts.
+        let p = proxy_for(&u, Some(" "), env(&[("https_proxy", "e:1")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.variable, "https_proxy");
+        let p = proxy_for(&u, Some("conf:1"), env(&[("no_proxy", ".example.com")])).unwrap();
+        assert_eq!(p, None);
+        assert!(proxy_for(&u, Some("socks5://x:1"), env(&[])).is_err());
     }
 
     #[test]

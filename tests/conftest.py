@@ -31,6 +31,7 @@ TARGET = Path(os.environ.get("KRB5_WSS_TARGET_DIR", ROOT / "target" / "release")
 # the plugin suites a second time with the native-tls build).
 PLUGIN_SO = Path(os.environ.get("KRB5_WSS_PLUGIN_SO", TARGET / "libkrb5_wss.so"))
 PROXY_BIN = TARGET / "krb5-wss-proxy"
+RELAY_BIN = TARGET / "krb5-wss-relay"
 
 
 def _libkrb5_plugin_dir() -> str:
@@ -364,6 +365,106 @@ def start_proxy(tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+# ---------------------------------------------------------------------------
+# The relay (krb5-wss-relay): Kerberos over UDP/TCP for clients without the
+# plugin
+
+
+class Relay:
+    """A running krb5-wss-relay; its stderr goes to `log_path`.
+
+    Ready once it printed `listening on SERVICE+PROTO://IP:PORT ...`;
+    `addresses` maps "kdc+udp", "kdc+tcp", "kpasswd+udp", "kpasswd+tcp" to
+    the first (ip, port) of each, and `kdc_port` / `kpasswd_port` are the
+    ports (UDP and TCP share one)."""
+
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 launcher: list[str] | None = None, pass_fds: tuple[int, ...] = ()):
+        self.log_path = workdir / f"relay-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")
+        proc_env = dict(os.environ)
+        proc_env.setdefault("KRB5_WSS_RELAY_LOG", "info,krb5_wss=debug,krb5_wss_relay=debug")
+        if env is not None:
+            proc_env.update(env)
+        self.proc = subprocess.Popen(
+            [*(launcher or []), str(RELAY_BIN), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=proc_env,
+            pass_fds=pass_fds,
+        )
+        line = self._wait_for_listen_line()
+        self.listening = line.split()[2:]
+        self.addresses: dict[str, tuple[str, int]] = {}
+        for token in self.listening:
+            kind, _, hostport = token.partition("://")
+            host, _, port = hostport.rpartition(":")
+            self.addresses.setdefault(kind, (host.strip("[]"), int(port)))
+        self.kdc_port = self.addresses.get("kdc+udp", self.addresses.get("kdc+tcp", ("", 0)))[1]
+        self.kpasswd_port = self.addresses.get("kpasswd+udp",
+                                               self.addresses.get("kpasswd+tcp", ("", 0)))[1]
+
+    def _wait_for_listen_line(self) -> str:
+        assert self.proc.stdout is not None
+        result: list[str] = []
+
+        def reader():
+            result.append(self.proc.stdout.readline())
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(20)
+        line = result[0] if result else ""
+        if not line.startswith("listening on "):
+            log = self.log()
+            self.stop()
+            raise RuntimeError(f"relay did not start: {line!r}\n{log}")
+        return line.strip()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def reload(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+@pytest.fixture
+def start_relay(tmp_path):
+    """Factory: start_relay(args, env=None) -> Relay, stopped at teardown.
+    `env` is added to this process's environment (pass a complete one
+    through `launcher=["env", "-i", ...]` for an empty environment)."""
+    if not RELAY_BIN.exists():
+        pytest.fail(f"{RELAY_BIN} is missing: build with `cargo build --release` first")
+    started: list[Relay] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, **kw) -> Relay:
+        r = Relay(args, tmp_path, env, **kw)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
 
 
 def tls_proxy_args(pki: TestPKI, realm: Realm, *extra: str) -> list[str]:

@@ -57,10 +57,13 @@ def test_files_land_at_the_expected_paths(installed):
     plugin = _under(dest, f"{_pkg_config_libdir()}/krb5/plugins/libkrb5/krb5_wss.so")
     core = _under(dest, f"{_pkg_config_libdir()}/krb5/plugins/libkrb5/krb5-wss/krb5_wss_core.so")
     proxy = _under(dest, f"{prefix}/{opts['bindir']}/krb5-wss-proxy")
+    relay = _under(dest, f"{prefix}/{opts['bindir']}/krb5-wss-relay")
+    units = [_under(dest, f"{prefix}/lib/systemd/system/krb5-wss-relay.{kind}")
+             for kind in ("socket", "service")]
     header = _under(dest, f"{prefix}/{opts['includedir']}/krb5_wss.h")
 
     files = sorted(p for p in dest.rglob("*") if p.is_file())
-    assert files == sorted([plugin, core, proxy, header]), "installed files: " + ", ".join(
+    assert files == sorted([plugin, core, proxy, relay, *units, header]), "installed files: " + ", ".join(
         str(p.relative_to(dest)) for p in files
     )
 
@@ -79,6 +82,11 @@ def test_files_land_at_the_expected_paths(installed):
     assert proxy.stat().st_mode & 0o111
     out = _run([str(proxy), "--help"], timeout=30).stdout
     assert "--listen" in out
+    # So does the relay, and its units name the installed binary.
+    assert relay.stat().st_mode & 0o111
+    assert "--kpasswd-listen" in _run([str(relay), "--help"], timeout=30).stdout
+    service = units[1].read_text()
+    assert f"ExecStart={prefix}/{opts['bindir']}/krb5-wss-relay --config" in service, service
 
     # The header is the checked-in one.
     assert header.read_bytes() == (ROOT / "include" / "krb5_wss.h").read_bytes()

@@ -9,7 +9,8 @@
 //! Nothing here does I/O: [`framing`] turns bytes into records and back,
 //! [`kerberos`] checks that a record is a request a proxy may forward and
 //! names its realm, [`kkdcp`] reads and writes MS-KKDCP messages, and
-//! [`close`] lists the documented close codes. [`samples`] builds valid
+//! [`close`] lists the documented close codes, [`krb_error`] writes
+//! KRB-ERROR replies. [`samples`] builds valid
 //! sample requests for tests and fuzzing.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod der;
 pub mod framing;
 pub mod kerberos;
 pub mod kkdcp;
+pub mod krb_error;
 pub mod samples;
 
 /// The WebSocket subprotocol the client offers and the proxy selects.

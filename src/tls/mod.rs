@@ -202,6 +202,12 @@ pub fn client_config(anchors: &[String]) -> Result<Arc<Client>, String> {
     Ok(cfg)
 }
 
+/// Forgets every cached client configuration, so the next connection
+/// reads its trust anchors again (the relay's reload).
+pub fn forget_cached() {
+    lock_cache().clear();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
