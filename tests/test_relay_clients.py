@@ -102,11 +102,15 @@ class Endpoint:
             assert lines, (f"no {kind} {result} for {client} -> {srv} in the KDC log since the "
                            f"client started:\n{self.kdc_log_since(mark)}")
         for log in self.extra_logs:
-            text = log().lower()
+            # The relay's line per exchange: realm, message type, URL, result.
+            text = log()
             for kind in kinds:
-                # RELAY: adjust to the relay's per-exchange log line once it exists
-                # (issue 11: client address, realm, message type, URL, result).
-                assert kind.replace("_", "-").lower() in text or kind.lower() in text, text
+                want = f"realm={self.realm.name} type={kind.replace('_', '-')} url=wss://"
+                lines = [l for l in text.splitlines() if "exchange client=" in l and want in l]
+                # An issued ticket is result=ok; a refusal is the KDC's error
+                # code passed through (e.g. result=krb-error-24).
+                ok = [l for l in lines if ("result=ok" in l) == (result == "ISSUE")]
+                assert ok, f"no {want} … ({result}) in:\n{text}"
 
     def kadmind_log_path(self) -> Path:
         return Path(self.realm.k5.tmpdir) / "kadmind5.log"
@@ -154,11 +158,10 @@ def endpoint(realm: Realm, proxy=None, pki=None, start_relay=None) -> Endpoint:
 
 @pytest.fixture
 def kdc_endpoint(realm, request) -> Endpoint:
-    # RELAY SWITCH (the only other place): to run every test of this module
-    # through the relay, replace the next line with
-    #     return endpoint(realm, request.getfixturevalue("proxy"), request.getfixturevalue("pki"),
-    #                     request.getfixturevalue("start_relay"))
-    return endpoint(realm)
+    # Every client of this module talks to krb5-wss-relay, which carries its
+    # requests over wss to the real proxy in front of the KDC.
+    return endpoint(realm, request.getfixturevalue("proxy"), request.getfixturevalue("pki"),
+                    request.getfixturevalue("start_relay"))
 
 
 @pytest.fixture(scope="module")
