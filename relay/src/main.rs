@@ -22,6 +22,7 @@
         clippy::expect_used,
         clippy::panic,
         clippy::indexing_slicing,
+        clippy::string_slice,
         clippy::unreachable,
         clippy::todo,
         clippy::unimplemented
