@@ -303,3 +303,70 @@ def test_ping_flood_is_4429_and_cannot_defer_the_idle_timeout(start_proxy, pki, 
 
     run(go())
     wait_for_log(proxy, refused_line(4429) + r".*control frames")
+
+
+def test_partial_records_cost_one_copy_each(start_proxy, pki, realm):
+    """Connections each holding a record of 131,000 bytes, 130,000 of them
+    sent: the proxy keeps one copy of each (no second buffer in the
+    WebSocket layer), under 160 KiB per connection."""
+    n, claim, sent = 150, 131_000, 130_000
+    proxy = start_proxy(tls_proxy_args(
+        pki, realm, "--max-connections-per-address", "1000", "--record-timeout", "30"),
+        env={"KRB5_WSS_PROXY_LOG": "info"})
+    run(served(proxy, pki, realm))
+
+    async def go():
+        held = []
+        base = 0
+        for i in range(n + 10):
+            ws = await ws_connect(proxy, pki)
+            held.append(ws)
+            if i == 9:  # the first ten warm the allocator up
+                await asyncio.sleep(0.3)
+                base = rss_kib(proxy.proc.pid)
+            if i >= 10:
+                await ws.send(claim.to_bytes(4, "big") + b"\x6a" * sent)
+        await asyncio.sleep(1)
+        per = (rss_kib(proxy.proc.pid) - base) / n
+        await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+        return per
+
+    per = run(go())
+    print(f"proxy: {per:.0f} KiB per connection holding a {sent}-byte partial record")
+    assert per < 160, per
+
+
+def test_partial_records_across_connections_are_bounded_by_a_budget(start_proxy, pki, realm):
+    """max_partial_bytes = 4 MiB and 80 connections each starting a record of
+    100,000 bytes: about 40 fit; every other one is closed 4503 at once, the
+    memory held stays near the budget, and a client is served after."""
+    budget, n, sent = 4 * 1024 * 1024, 80, 100_000
+    proxy = start_proxy(tls_proxy_args(
+        pki, realm, "--max-connections-per-address", "1000", "--record-timeout", "30",
+        "--max-partial-bytes", "4MiB"), env={"KRB5_WSS_PROXY_LOG": "info"})
+    run(served(proxy, pki, realm))
+    base = rss_kib(proxy.proc.pid)
+
+    async def go():
+        held, refused = [], 0
+        for _ in range(n):
+            ws = await ws_connect(proxy, pki)
+            held.append(ws)
+            await ws.send((sent + 1000).to_bytes(4, "big") + b"\x6a" * sent)
+        await asyncio.sleep(1)
+        for ws in held:
+            if ws.close_code is not None:
+                assert ws.close_code == 4503, ws.close_code
+                refused += 1
+        grown = rss_kib(proxy.proc.pid) - base
+        await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+        await asyncio.sleep(0.3)
+        await served(proxy, pki, realm)
+        return refused, grown
+
+    refused, grown = run(go())
+    fit = budget // (sent + 4)
+    assert refused == n - fit, (refused, fit)
+    # The budget, plus the connections' own state (TLS, WebSocket, buffers).
+    assert grown < budget // 1024 + n * 64, grown
+    wait_for_log(proxy, refused_line(4503) + r".*max_partial_bytes")

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
@@ -98,14 +100,41 @@ pub fn parse_header(header: [u8; HEADER_LEN], limit: usize) -> Result<usize, Fra
     Ok(len)
 }
 
+/// Input pieces of at least this many bytes given as shared buffers
+/// ([`Deframer::push_shared`]) are kept as they are, not copied: a large
+/// partial record then costs one copy (the receive buffer it arrived in),
+/// not two. Smaller pieces are copied (and coalesced), so that a record
+/// dripped in tiny messages cannot pin a receive buffer per byte.
+pub const SHARE_AT_LEAST: usize = 16 * 1024;
+
+/// Most shared pieces held for one record; past it, input is copied.
+const MAX_SHARED_PIECES: usize = 16;
+
+/// Part of a record body.
+#[derive(Debug)]
+enum Piece {
+    Owned(Vec<u8>),
+    Shared(Bytes),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Owned(v) => v,
+            Piece::Shared(b) => b,
+        }
+    }
+}
+
 /// Incremental record reader over an arbitrarily chunked byte stream.
 #[derive(Debug)]
 pub struct Deframer {
     limit: usize,
     header: [u8; HEADER_LEN],
     header_len: usize,
-    /// Bytes of the current record body once the header is complete.
-    body: Vec<u8>,
+    /// The current record body so far, in order.
+    pieces: Vec<Piece>,
+    body_len: usize,
     /// Length the current header announced, once complete.
     want: Option<usize>,
 }
@@ -117,7 +146,8 @@ impl Deframer {
             limit,
             header: [0; HEADER_LEN],
             header_len: 0,
-            body: Vec::new(),
+            pieces: Vec::new(),
+            body_len: 0,
             want: None,
         }
     }
@@ -134,35 +164,81 @@ impl Deframer {
 
     /// Bytes buffered for the record in progress (header included).
     pub fn buffered(&self) -> usize {
-        self.header_len + self.body.len()
+        self.header_len + self.body_len
     }
 
-    /// Feeds `input`; appends every record it completes to `out`.
+    /// Feeds `input` (copied as needed); appends every record it completes
+    /// to `out`.
     ///
     /// On error the stream is unusable (the receiver should close it); the
     /// records completed before the error are still in `out`.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FramingError> {
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FramingError> {
+        self.feed(input, None, out)
+    }
+
+    /// Like [`Deframer::push`], for input in a shared buffer: pieces of at
+    /// least [`SHARE_AT_LEAST`] bytes of a record in progress are kept by
+    /// reference instead of copied.
+    pub fn push_shared(
+        &mut self,
+        input: &Bytes,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), FramingError> {
+        self.feed(input, Some(input), out)
+    }
+
+    fn feed(
+        &mut self,
+        mut input: &[u8],
+        shared: Option<&Bytes>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), FramingError> {
+        // Offset of `input` within `shared`, as `input` is consumed.
+        let mut offset = 0usize;
         while !input.is_empty() {
             match self.want {
                 None => {
                     let take = (HEADER_LEN - self.header_len).min(input.len());
-                    self.header[self.header_len..self.header_len + take]
-                        .copy_from_slice(&input[..take]);
+                    let (head, rest) = input.split_at(take);
+                    if let Some(slot) = self.header.get_mut(self.header_len..self.header_len + take)
+                    {
+                        slot.copy_from_slice(head);
+                    }
                     self.header_len += take;
-                    input = &input[take..];
+                    input = rest;
+                    offset += take;
                     if self.header_len == HEADER_LEN {
                         let len = parse_header(self.header, self.limit)?;
                         self.want = Some(len);
-                        // Grow as bytes arrive, never on a mere claim.
-                        self.body = Vec::with_capacity(len.min(16 * 1024));
                     }
                 }
                 Some(len) => {
-                    let take = (len - self.body.len()).min(input.len());
-                    self.body.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    if self.body.len() == len {
-                        out.push(std::mem::take(&mut self.body));
+                    let take = (len - self.body_len).min(input.len());
+                    let (part, rest) = input.split_at(take);
+                    let share = shared.filter(|_| {
+                        take >= SHARE_AT_LEAST
+                            && take < len
+                            && self.pieces.len() < MAX_SHARED_PIECES
+                    });
+                    match share {
+                        Some(buf) => self
+                            .pieces
+                            .push(Piece::Shared(buf.slice(offset..offset + take))),
+                        None => match self.pieces.last_mut() {
+                            Some(Piece::Owned(v)) => v.extend_from_slice(part),
+                            _ => {
+                                // Grow as bytes arrive, never on a mere claim.
+                                let mut v = Vec::with_capacity(len.min(16 * 1024).max(take));
+                                v.extend_from_slice(part);
+                                self.pieces.push(Piece::Owned(v));
+                            }
+                        },
+                    }
+                    self.body_len += take;
+                    input = rest;
+                    offset += take;
+                    if self.body_len == len {
+                        out.push(self.take_body(len));
                         self.want = None;
                         self.header_len = 0;
                     }
@@ -170,6 +246,22 @@ impl Deframer {
             }
         }
         Ok(())
+    }
+
+    /// The completed body as one buffer (moved when it is one owned piece).
+    fn take_body(&mut self, len: usize) -> Vec<u8> {
+        self.body_len = 0;
+        let mut pieces = std::mem::take(&mut self.pieces);
+        if let [Piece::Owned(_)] = pieces.as_slice() {
+            if let Some(Piece::Owned(v)) = pieces.pop() {
+                return v;
+            }
+        }
+        let mut body = Vec::with_capacity(len);
+        for p in &pieces {
+            body.extend_from_slice(p.bytes());
+        }
+        body
     }
 }
 
@@ -281,5 +373,45 @@ mod tests {
         let mut out = Vec::new();
         assert!(d.push(&wire, &mut out).is_err());
         assert_eq!(out, vec![b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn large_shared_pieces_are_kept_small_ones_copied_and_the_record_is_whole() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let wire = encode(&body);
+        let mut d = Deframer::new(200_000);
+        let mut out = Vec::new();
+        // A 40 KB piece (kept), then 3 small ones (copied), then the rest.
+        let chunks = [0..40_004, 40_004..40_010, 40_010..40_020, 40_020..40_030];
+        for r in &chunks {
+            d.push_shared(&Bytes::copy_from_slice(&wire[r.clone()]), &mut out)
+                .unwrap();
+        }
+        assert!(matches!(d.pieces.first(), Some(Piece::Shared(p)) if p.len() == 40_000));
+        assert_eq!(d.pieces.len(), 2, "small pieces coalesce into one");
+        assert_eq!(d.buffered(), 40_030);
+        d.push_shared(&Bytes::copy_from_slice(&wire[40_030..]), &mut out)
+            .unwrap();
+        assert_eq!(out, vec![body]);
+        assert!(d.is_idle() && d.pieces.is_empty());
+    }
+
+    #[test]
+    fn shared_and_copied_input_give_the_same_records() {
+        let mut wire = encode(&[7u8; 50_000]);
+        wire.extend(encode(b"two"));
+        wire.extend(encode(&[9u8; 30_000]));
+        for cut in [1usize, 3, 17, 20_000, 49_000, 50_004, 70_000] {
+            let (a, b) = wire.split_at(cut.min(wire.len()));
+            let (mut x, mut y) = (Deframer::new(100_000), Deframer::new(100_000));
+            let (mut ox, mut oy) = (Vec::new(), Vec::new());
+            for part in [a, b] {
+                x.push(part, &mut ox).unwrap();
+                y.push_shared(&Bytes::copy_from_slice(part), &mut oy)
+                    .unwrap();
+            }
+            assert_eq!(ox, oy, "cut at {cut}");
+            assert_eq!(ox.len(), 3);
+        }
     }
 }

@@ -4,7 +4,9 @@
 //!   overflow allowance for connections that are only taken through the
 //!   handshake to be told why they are refused;
 //! - connections per client address (`max_connections_per_address`);
-//! - upstream exchanges in progress (`max_upstream_exchanges`).
+//! - upstream exchanges in progress (`max_upstream_exchanges`);
+//! - bytes of partial records held across all sessions
+//!   (`max_partial_bytes`).
 //!
 //! The limits are read at each admission, so a configuration reload
 //! applies to the next connection. Every count is released by dropping its
@@ -20,6 +22,42 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// they can be told 4503/4429; beyond these, new connections are dropped
 /// at once.
 pub const OVERLOAD_GRACE: usize = 64;
+
+/// One session's share of the partial-record budget
+/// (`max_partial_bytes`), released when dropped.
+#[derive(Debug)]
+pub struct PartialBytes {
+    total: Arc<AtomicUsize>,
+    held: usize,
+}
+
+impl PartialBytes {
+    /// Makes this session hold `now` bytes; false (and nothing changed)
+    /// when the growth would take the total over `budget`.
+    pub fn set(&mut self, now: usize, budget: usize) -> bool {
+        if now > self.held {
+            let more = now - self.held;
+            let taken = self
+                .total
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    t.checked_add(more).filter(|n| *n <= budget)
+                });
+            if taken.is_err() {
+                return false;
+            }
+        } else {
+            self.total.fetch_sub(self.held - now, Ordering::AcqRel);
+        }
+        self.held = now;
+        true
+    }
+}
+
+impl Drop for PartialBytes {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
 
 /// A held unit of a counted resource.
 #[derive(Debug)]
@@ -87,12 +125,26 @@ pub struct Admission {
     overflow: Arc<AtomicUsize>,
     addresses: AddressTable,
     upstream: Arc<AtomicUsize>,
+    partial: Arc<AtomicUsize>,
 }
 
 impl Admission {
     /// A fresh set of counters.
     pub fn new() -> Admission {
         Admission::default()
+    }
+
+    /// A new session's (empty) share of the partial-record budget.
+    pub fn partial_bytes(&self) -> PartialBytes {
+        PartialBytes {
+            total: self.partial.clone(),
+            held: 0,
+        }
+    }
+
+    /// Bytes of partial records held across all sessions now.
+    pub fn partial_total(&self) -> usize {
+        self.partial.load(Ordering::Acquire)
     }
 
     /// Admits a new connection under `max_connections`.

@@ -91,6 +91,11 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
     pub max_reply_size: Option<usize>,
 
+    /// Bytes of partial records held across all connections at once; a
+    /// record that would take more closes 4503. [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
+    pub max_partial_bytes: Option<usize>,
+
     /// Most client connections open at once. [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,

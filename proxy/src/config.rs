@@ -134,6 +134,7 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     max_record_size: Option<Size>,
+    max_partial_bytes: Option<Size>,
     max_reply_size: Option<Size>,
     max_connections: Option<usize>,
     handshake_timeout: Option<Seconds>,
@@ -355,6 +356,10 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
             .max_reply_size
             .or(f.max_reply_size.map(|s| s.0))
             .unwrap_or(d.max_reply_size),
+        max_partial_bytes: args
+            .max_partial_bytes
+            .or(f.max_partial_bytes.map(|s| s.0))
+            .unwrap_or(d.max_partial_bytes),
         max_connections: args
             .max_connections
             .or(f.max_connections)
@@ -874,7 +879,7 @@ mod tests {
     fn every_written_default_is_the_code_default() {
         let d = Limits::default();
         let keys = limit_keys();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 15, "{keys:?}");
 
         let example = include_str!("../krb5-wss-proxy.example.toml");
         for k in &keys {

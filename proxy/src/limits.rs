@@ -11,6 +11,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const MIN_SIZE: usize = 1024;
 /// Largest record/reply limit accepted.
 const MAX_SIZE: usize = 16 * 1024 * 1024;
+/// Largest partial-record budget accepted.
+const MAX_PARTIAL: usize = 64 * 1024 * 1024 * 1024;
 /// Largest connection limit accepted.
 const MAX_CONNECTIONS: usize = 1_000_000;
 /// Longest timeout accepted.
@@ -24,6 +26,9 @@ pub struct Limits {
     pub max_record_size: usize,
     /// Largest reply record accepted from a KDC, in bytes.
     pub max_reply_size: usize,
+    /// Bytes of partial records held across all connections at once (a
+    /// global budget); a record that would take more closes 4503.
+    pub max_partial_bytes: usize,
     /// Most client connections (TLS, HTTP or WebSocket) open at once.
     pub max_connections: usize,
     /// Time allowed for the TLS, HTTP and WebSocket handshakes together.
@@ -59,6 +64,7 @@ impl Default for Limits {
         Limits {
             max_record_size: 128 * 1024,
             max_reply_size: 1024 * 1024,
+            max_partial_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -78,13 +84,14 @@ impl Default for Limits {
 impl Limits {
     /// Checks every value against its accepted range.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("max_record_size", self.max_record_size),
-            ("max_reply_size", self.max_reply_size),
+        for (name, v, max) in [
+            ("max_record_size", self.max_record_size, MAX_SIZE),
+            ("max_reply_size", self.max_reply_size, MAX_SIZE),
+            ("max_partial_bytes", self.max_partial_bytes, MAX_PARTIAL),
         ] {
-            if !(MIN_SIZE..=MAX_SIZE).contains(&v) {
+            if !(MIN_SIZE..=max).contains(&v) {
                 return Err(format!(
-                    "{name} = {v}: must be between {MIN_SIZE} and {MAX_SIZE} bytes"
+                    "{name} = {v}: must be between {MIN_SIZE} and {max} bytes"
                 ));
             }
         }

@@ -214,6 +214,13 @@ impl Metrics {
         );
         let _ = writeln!(
             w,
+            "# HELP krb5_wss_proxy_partial_record_bytes Bytes of partial records held (max_partial_bytes).\n\
+             # TYPE krb5_wss_proxy_partial_record_bytes gauge\n\
+             krb5_wss_proxy_partial_record_bytes {}",
+            admission.partial_total()
+        );
+        let _ = writeln!(
+            w,
             "# HELP krb5_wss_proxy_upstream_seconds Time from a forwarded request to its reply (or failure).\n\
              # TYPE krb5_wss_proxy_upstream_seconds histogram"
         );

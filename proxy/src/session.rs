@@ -124,6 +124,8 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
     let mut partial_since: Option<Instant> = None;
     // Control frames in the current one-second window.
     let mut control = (Instant::now(), 0u32);
+    // This session's share of the global partial-record budget.
+    let mut partial = ctx.shared.admission.partial_bytes();
     loop {
         let deadline = match partial_since {
             Some(t) => t + limits.record_timeout,
@@ -197,7 +199,7 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
             continue;
         }
         let was_idle = deframer.is_idle();
-        let pushed = deframer.push(&data, &mut completed);
+        let pushed = deframer.push_shared(&data, &mut completed);
         let answered_any = !completed.is_empty();
         // Records completed before a framing error are answered first:
         // they came first.
@@ -243,6 +245,17 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
                 FramingError::ReservedBit(_) | FramingError::Empty => close::MALFORMED,
             };
             return End::Refused(Refusal::new(code, e.to_string()));
+        }
+        if !partial.set(deframer.buffered(), limits.max_partial_bytes) {
+            return End::Refused(Refusal::new(
+                close::OVERLOADED,
+                format!(
+                    "a partial record of {} bytes would take the partial records held across \
+                     all connections over {} bytes (max_partial_bytes)",
+                    deframer.buffered(),
+                    limits.max_partial_bytes
+                ),
+            ));
         }
         let now = Instant::now();
         if answered_any {
