@@ -4,7 +4,9 @@
 //! rest is the stream. Properties: no panic; the records are the same
 //! whatever the chunking (compared with feeding everything at once); no
 //! record exceeds the limit; the buffered bytes never exceed one header
-//! plus the limit; re-encoding the records gives back the stream's prefix.
+//! plus the limit; re-encoding the records gives back the stream's prefix;
+//! feeding the chunks as shared buffers (pieces kept by reference) changes
+//! nothing.
 #![no_main]
 
 use krb5_wss_proto::framing::{encode, Deframer, HEADER_LEN};
@@ -37,6 +39,27 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(got, expected, "chunking changed the records");
+
+    // The same chunks as shared buffers, with pieces of 2 bytes or more kept
+    // by reference: the same records and outcome.
+    let mut shared = Deframer::with_share_threshold(limit, 2);
+    let mut got_shared = Vec::new();
+    let mut rest = stream;
+    let mut seed = *chunk_seed;
+    let mut shared_result = Ok(());
+    while !rest.is_empty() {
+        seed = seed.wrapping_mul(31).wrapping_add(7);
+        let n = (usize::from(seed) % 17 + 1).min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        shared_result = shared.push_shared(&bytes::Bytes::copy_from_slice(chunk), &mut got_shared);
+        assert!(shared.buffered() <= HEADER_LEN + limit);
+        if shared_result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(got_shared, expected, "shared buffers changed the records");
+    assert_eq!(chunked_result, shared_result, "shared buffers changed the outcome");
     assert_eq!(whole_result, chunked_result, "chunking changed the outcome");
     let mut reencoded = Vec::new();
     for r in &expected {

@@ -137,6 +137,8 @@ pub struct Deframer {
     body_len: usize,
     /// Length the current header announced, once complete.
     want: Option<usize>,
+    /// Shared pieces at least this long are kept by reference.
+    share_at_least: usize,
 }
 
 impl Deframer {
@@ -149,6 +151,17 @@ impl Deframer {
             pieces: Vec::new(),
             body_len: 0,
             want: None,
+            share_at_least: SHARE_AT_LEAST,
+        }
+    }
+
+    /// A reader that keeps shared pieces of at least `share_at_least`
+    /// bytes by reference (instead of [`SHARE_AT_LEAST`]; for tests and
+    /// fuzzing, which feed small inputs).
+    pub fn with_share_threshold(limit: usize, share_at_least: usize) -> Self {
+        Deframer {
+            share_at_least: share_at_least.max(1),
+            ..Deframer::new(limit)
         }
     }
 
@@ -216,7 +229,7 @@ impl Deframer {
                     let take = (len - self.body_len).min(input.len());
                     let (part, rest) = input.split_at(take);
                     let share = shared.filter(|_| {
-                        take >= SHARE_AT_LEAST
+                        take >= self.share_at_least
                             && take < len
                             && self.pieces.len() < MAX_SHARED_PIECES
                     });
