@@ -14,7 +14,9 @@ KRB5_WSS_TARGET_DIR); `scripts/test` builds them before running pytest.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +131,10 @@ def _make_ca(d: Path, name: str) -> tuple[Path, Path]:
         cwd=d,
     )
     return cert, key
+
+
+# Distinct file names for certificates made by fixtures.
+_leaf_serial = itertools.count()
 
 
 def _make_leaf(d: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
@@ -283,52 +289,43 @@ def realm():
 # The proxy
 
 
-class Proxy:
-    """A running krb5-wss-proxy; its stderr goes to `log_path`."""
+class Daemon:
+    """A server process the tests start (the proxy, the relay): its stderr
+    goes to `log_path`; it is ready once its first stdout line starts with
+    "listening on " (kept in `listen_line`)."""
 
-    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
-                 nofile: int | None = None):
-        self.log_path = workdir / f"proxy-{time.monotonic_ns()}.log"
+    name = "daemon"
+
+    def __init__(self, cmd: list[str], workdir: Path, env: dict[str, str], pass_fds=()):
+        self.log_path = workdir / f"{self.name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
-        proc_env = dict(os.environ)
-        proc_env.setdefault("KRB5_WSS_PROXY_LOG", "debug")
-        if env:
-            proc_env.update(env)
-        # nofile: run with this file descriptor limit (soft and hard).
-        prefix = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
         self.proc = subprocess.Popen(
-            [*prefix, str(PROXY_BIN), *args],
+            cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=proc_env,
+            env=env,
+            pass_fds=pass_fds,
         )
-        self.listen_url = self._wait_for_listen_line()
-        # "wss://127.0.0.1:PORT" -> port
-        self.port = int(self.listen_url.rsplit(":", 1)[1].split("/")[0])
+        self.listen_line = self._wait_for_listen_line()
 
     def _wait_for_listen_line(self) -> str:
-        deadline = time.monotonic() + 20
         assert self.proc.stdout is not None
         result: list[str] = []
 
         def reader():
-            line = self.proc.stdout.readline()
-            result.append(line)
+            result.append(self.proc.stdout.readline())
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
-        t.join(max(0.0, deadline - time.monotonic()))
+        t.join(20)
         line = result[0] if result else ""
         if not line.startswith("listening on "):
             log = self.log()
             self.stop()
-            raise RuntimeError(f"proxy did not start: {line!r}\n{log}")
-        return line.split()[2]
-
-    def url(self, path: str = "/kdc", host: str = "localhost", scheme: str = "wss") -> str:
-        return f"{scheme}://{host}:{self.port}{path}"
+            raise RuntimeError(f"{self.name} did not start: {line!r}\n{log}")
+        return line.strip()
 
     def log(self) -> str:
         self._log.flush()
@@ -348,6 +345,28 @@ class Proxy:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._log.close()
+
+
+class Proxy(Daemon):
+    """A running krb5-wss-proxy."""
+
+    name = "proxy"
+
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 nofile: int | None = None):
+        proc_env = dict(os.environ)
+        proc_env.setdefault("KRB5_WSS_PROXY_LOG", "debug")
+        if env:
+            proc_env.update(env)
+        # nofile: run with this file descriptor limit (soft and hard).
+        prefix = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+        super().__init__([*prefix, str(PROXY_BIN), *args], workdir, proc_env)
+        self.listen_url = self.listen_line.split()[2]
+        # "wss://127.0.0.1:PORT" -> port
+        self.port = int(self.listen_url.rsplit(":", 1)[1].split("/")[0])
+
+    def url(self, path: str = "/kdc", host: str = "localhost", scheme: str = "wss") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
 
 
 @pytest.fixture
@@ -372,33 +391,24 @@ def start_proxy(tmp_path):
 # plugin
 
 
-class Relay:
-    """A running krb5-wss-relay; its stderr goes to `log_path`.
+class Relay(Daemon):
+    """A running krb5-wss-relay.
 
     Ready once it printed `listening on SERVICE+PROTO://IP:PORT ...`;
     `addresses` maps "kdc+udp", "kdc+tcp", "kpasswd+udp", "kpasswd+tcp" to
     the first (ip, port) of each, and `kdc_port` / `kpasswd_port` are the
     ports (UDP and TCP share one)."""
 
+    name = "relay"
+
     def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
                  launcher: list[str] | None = None, pass_fds: tuple[int, ...] = ()):
-        self.log_path = workdir / f"relay-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
         proc_env = dict(os.environ)
         proc_env.setdefault("KRB5_WSS_RELAY_LOG", "info,krb5_wss=debug,krb5_wss_relay=debug")
         if env is not None:
             proc_env.update(env)
-        self.proc = subprocess.Popen(
-            [*(launcher or []), str(RELAY_BIN), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            env=proc_env,
-            pass_fds=pass_fds,
-        )
-        line = self._wait_for_listen_line()
-        self.listening = line.split()[2:]
+        super().__init__([*(launcher or []), str(RELAY_BIN), *args], workdir, proc_env, pass_fds)
+        self.listening = self.listen_line.split()[2:]
         self.addresses: dict[str, tuple[str, int]] = {}
         for token in self.listening:
             kind, _, hostport = token.partition("://")
@@ -408,44 +418,8 @@ class Relay:
         self.kpasswd_port = self.addresses.get("kpasswd+udp",
                                                self.addresses.get("kpasswd+tcp", ("", 0)))[1]
 
-    def _wait_for_listen_line(self) -> str:
-        assert self.proc.stdout is not None
-        result: list[str] = []
-
-        def reader():
-            result.append(self.proc.stdout.readline())
-
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        t.join(20)
-        line = result[0] if result else ""
-        if not line.startswith("listening on "):
-            log = self.log()
-            self.stop()
-            raise RuntimeError(f"relay did not start: {line!r}\n{log}")
-        return line.strip()
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self._log.close()
 
 
 @pytest.fixture
@@ -577,3 +551,58 @@ def c_programs(tmp_path_factory) -> dict[str, Path]:
                         "-lpthread", "-ldl"], check=True, capture_output=True, text=True)
         progs[src.stem] = exe
     return progs
+
+
+# ---------------------------------------------------------------------------
+# A network where only a web proxy gets out
+
+
+@dataclasses.dataclass
+class WebProxyWorld:
+    """A krb5-wss-proxy reachable by name (`name`, a certificate from the
+    test CA) only through tinyproxy: in the clients' view (`hosts_client`,
+    to bind-mount over /etc/hosts) the name resolves to an address where
+    nothing listens; tinyproxy (in its own namespace) resolves it to the
+    real one. `web_proxy` is tinyproxy's URL, `log` its log file."""
+
+    name: str
+    proxy: "Proxy"
+    hosts_client: Path
+    web_proxy: str
+    port: int
+    log: Path
+
+    def hosts_mount(self, command: str) -> list[str]:
+        """`command` (a shell command) with the clients' /etc/hosts."""
+        return ["sh", "-c", f'mount --bind "{self.hosts_client}" /etc/hosts && exec {command}']
+
+
+@pytest.fixture
+def web_proxy_world(start_proxy, pki, realm, tmp_path):
+    if not shutil.which("tinyproxy"):
+        pytest.skip("tinyproxy is not installed")
+    name = "wss-proxy.test"
+    cert, key = _make_leaf(pki.dir, f"wssproxy{next(_leaf_serial)}", (pki.ca_cert, pki.dir / "ca.key"),
+                           f"DNS:{name}")
+    proxy_named = start_proxy(["--listen", "127.0.0.1:0", "--cert", str(cert), "--key", str(key),
+                               "--realm", f"{realm.name}={realm.kdc_addr}"])
+    hosts_real = tmp_path / "hosts.real"
+    hosts_real.write_text(f"127.0.0.1 localhost\n127.0.0.1 {name}\n")
+    hosts_client = tmp_path / "hosts.client"
+    hosts_client.write_text(f"127.0.0.1 localhost\n127.0.0.254 {name}\n")  # nothing listens there
+    tp_port = free_ports(1)
+    tp_conf = tmp_path / "tinyproxy.conf"
+    tp_log = tmp_path / "tinyproxy.log"
+    tp_conf.write_text(f"Port {tp_port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{tp_log}\"\n"
+                       "LogLevel Connect\nMaxClients 20\nAllow 127.0.0.1\n")
+    tp = subprocess.Popen(
+        ["unshare", "-Urm", "sh", "-c",
+         f'mount --bind "{hosts_real}" /etc/hosts && exec tinyproxy -d -c "{tp_conf}"'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_port(tp_port, timeout=5)
+        yield WebProxyWorld(name, proxy_named, hosts_client, f"http://127.0.0.1:{tp_port}", tp_port, tp_log)
+    finally:
+        tp.terminate()
+        tp.wait(timeout=10)
+

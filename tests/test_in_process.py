@@ -23,7 +23,6 @@ from conftest import (
     free_ports,
     run,
     tls_proxy_args,
-    wait_port,
     write_krb5_conf,
     wss_client,
 )
@@ -164,59 +163,32 @@ def test_krb5_trace_holds_the_plugins_decisions(client, realm, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 and not shutil.which("unshare"), reason="needs unshare")
-def test_outbound_web_proxy_with_connect(start_proxy, pki, realm, plugin_dir, tmp_path):
+def test_outbound_web_proxy_with_connect(web_proxy_world, pki, realm, plugin_dir, tmp_path):
     """Only a web proxy is reachable: the wss proxy's name resolves, for the
     client, to an address where nothing listens; tinyproxy (in its own
     namespace, where the name resolves to the real address) is the only
     way through. https_proxy makes kinit work; no_proxy for that host
     makes it fail again."""
-    if not shutil.which("tinyproxy"):
-        pytest.skip("tinyproxy is not installed")
-    name = "wss-proxy.test"
-    # Certificates for the test name come from the test CA.
-    from conftest import _make_leaf
-    cert, key = _make_leaf(pki.dir, "wssproxytest", (pki.ca_cert, pki.dir / "ca.key"), f"DNS:{name}")
-    proxy_named = start_proxy(["--listen", "127.0.0.1:0", "--cert", str(cert), "--key", str(key),
-                               "--realm", f"{realm.name}={realm.kdc_addr}"])
-    hosts_real = tmp_path / "hosts.real"
-    hosts_real.write_text(f"127.0.0.1 localhost\n127.0.0.1 {name}\n")
-    hosts_client = tmp_path / "hosts.client"
-    hosts_client.write_text(f"127.0.0.1 localhost\n127.0.0.254 {name}\n")  # nothing listens there
+    w = web_proxy_world
+    conf = write_krb5_conf(tmp_path / "krb5.conf", realm.name, {realm.name: {
+        "kdc": f"wss://{w.name}:{w.proxy.port}/kdc", "http_anchors": f"FILE:{pki.ca_cert}"}})
 
-    tp_port = free_ports(1)
-    tp_conf = tmp_path / "tinyproxy.conf"
-    tp_log = tmp_path / "tinyproxy.log"
-    tp_conf.write_text(
-        f"Port {tp_port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{tp_log}\"\nLogLevel Connect\n"
-        "MaxClients 20\nAllow 127.0.0.1\n"
-    )
-    tp = subprocess.Popen(
-        ["unshare", "-Urm", "sh", "-c", f'mount --bind "{hosts_real}" /etc/hosts && exec tinyproxy -d -c "{tp_conf}"'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        wait_port(tp_port, timeout=5)
-        conf = write_krb5_conf(tmp_path / "krb5.conf", realm.name, {realm.name: {
-            "kdc": f"wss://{name}:{proxy_named.port}/kdc", "http_anchors": f"FILE:{pki.ca_cert}"}})
+    def kinit(**extra):
+        env = client_env(tmp_path, conf, **extra)
+        return run(w.hosts_mount(f"kinit {realm.user}"), env, input=realm.password + "\n",
+                   plugin_dir=plugin_dir)
 
-        def kinit(**extra):
-            env = client_env(tmp_path, conf, **extra)
-            cmd = ["sh", "-c", f'mount --bind "{hosts_client}" /etc/hosts && exec kinit {realm.user}']
-            return run(cmd, env, input=realm.password + "\n", plugin_dir=plugin_dir)
-
-        r = kinit()
-        assert r.returncode != 0 and "Cannot contact any KDC" in r.output, r.output  # direct: blocked
-        r = kinit(https_proxy=f"http://127.0.0.1:{tp_port}")
-        assert r.returncode == 0, r.output
-        assert f"through web proxy http://127.0.0.1:{tp_port}" in r.stderr, r.stderr
-        assert "CONNECT" in tp_log.read_text() or name in tp_log.read_text(), tp_log.read_text()
-        r = kinit(https_proxy=f"http://127.0.0.1:{tp_port}", no_proxy=".test")
-        assert r.returncode != 0, r.output
-        # A proxy that refuses the tunnel is named in the error.
-        r = kinit(https_proxy=f"http://127.0.0.1:{free_ports(1)}")
-        assert r.returncode != 0 and "connection refused" in r.output, r.output
-    finally:
-        tp.terminate()
-        tp.wait(timeout=10)
+    r = kinit()
+    assert r.returncode != 0 and "Cannot contact any KDC" in r.output, r.output  # direct: blocked
+    r = kinit(https_proxy=w.web_proxy)
+    assert r.returncode == 0, r.output
+    assert f"through web proxy {w.web_proxy}" in r.stderr, r.stderr
+    assert "CONNECT" in w.log.read_text() or w.name in w.log.read_text(), w.log.read_text()
+    r = kinit(https_proxy=w.web_proxy, no_proxy=".test")
+    assert r.returncode != 0, r.output
+    # A proxy that refuses the tunnel is named in the error.
+    r = kinit(https_proxy=f"http://127.0.0.1:{free_ports(1)}")
+    assert r.returncode != 0 and "connection refused" in r.output, r.output
 
 
 def _leak_summary(text: str) -> dict[str, int]:

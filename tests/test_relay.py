@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -30,8 +29,6 @@ from conftest import (
     client_env,
     free_ports,
     run,
-    tls_proxy_args,
-    wait_port,
     write_krb5_conf,
 )
 
@@ -567,67 +564,42 @@ def test_systemd_units_verify(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("tinyproxy"), reason="tinyproxy is not installed")
-def test_wss_web_proxy_for_the_plugin_and_the_relay(start_proxy, start_relay, pki, realm,
+def test_wss_web_proxy_for_the_plugin_and_the_relay(web_proxy_world, start_relay, pki, realm,
                                                      plugin_dir, tmp_path):
     """Only a web proxy is reachable (the wss proxy's name resolves, for the
     clients, to an address where nothing listens) and the environment is
     empty: krb5.conf's wss_web_proxy (plugin) and the relay's
     --wss-web-proxy make it work; no_proxy still exempts."""
-    name = "wss-proxy.test"
-    from conftest import _make_leaf
-    cert, key = _make_leaf(pki.dir, "wssproxyrelay", (pki.ca_cert, pki.dir / "ca.key"), f"DNS:{name}")
-    proxy_named = start_proxy(["--listen", "127.0.0.1:0", "--cert", str(cert), "--key", str(key),
-                               "--realm", f"{realm.name}={realm.kdc_addr}"])
-    hosts_real = tmp_path / "hosts.real"
-    hosts_real.write_text(f"127.0.0.1 localhost\n127.0.0.1 {name}\n")
-    hosts_client = tmp_path / "hosts.client"
-    hosts_client.write_text(f"127.0.0.1 localhost\n127.0.0.254 {name}\n")
-    tp_port = free_ports(1)
-    tp_conf = tmp_path / "tinyproxy.conf"
-    tp_log = tmp_path / "tinyproxy.log"
-    tp_conf.write_text(f"Port {tp_port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{tp_log}\"\n"
-                       "LogLevel Connect\nMaxClients 20\nAllow 127.0.0.1\n")
-    tp = subprocess.Popen(
-        ["unshare", "-Urm", "sh", "-c",
-         f'mount --bind "{hosts_real}" /etc/hosts && exec tinyproxy -d -c "{tp_conf}"'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    web_proxy = f"http://127.0.0.1:{tp_port}"
-    url = f"wss://{name}:{proxy_named.port}/kdc"
-    try:
-        wait_port(tp_port, timeout=5)
+    w = web_proxy_world
+    url = f"wss://{w.name}:{w.proxy.port}/kdc"
 
-        def plugin_kinit(opts: dict, **env_extra):
-            conf = write_krb5_conf(tmp_path / "krb5-plugin.conf", realm.name, {realm.name: {
-                "kdc": url, "http_anchors": f"FILE:{pki.ca_cert}", **opts}})
-            env = client_env(tmp_path, conf, **env_extra)
-            assert not any(k.lower().endswith("_proxy") and k != "no_proxy" for k in env), env
-            cmd = ["sh", "-c", f'mount --bind "{hosts_client}" /etc/hosts && exec kinit {realm.user}']
-            return run(cmd, env, input=realm.password + "\n", plugin_dir=plugin_dir)
+    def plugin_kinit(opts: dict, **env_extra):
+        conf = write_krb5_conf(tmp_path / "krb5-plugin.conf", realm.name, {realm.name: {
+            "kdc": url, "http_anchors": f"FILE:{pki.ca_cert}", **opts}})
+        env = client_env(tmp_path, conf, **env_extra)
+        assert not any(k.lower().endswith("_proxy") and k != "no_proxy" for k in env), env
+        return run(w.hosts_mount(f"kinit {realm.user}"), env, input=realm.password + "\n",
+                   plugin_dir=plugin_dir)
 
-        r = plugin_kinit({})
-        assert r.returncode != 0, r.output  # direct: blocked
-        r = plugin_kinit({"wss_web_proxy": web_proxy})
-        assert r.returncode == 0, r.output
-        assert f"through web proxy {web_proxy}" in r.stderr, r.stderr
-        r = plugin_kinit({"wss_web_proxy": web_proxy}, no_proxy=".test")
-        assert r.returncode != 0, r.output
+    r = plugin_kinit({})
+    assert r.returncode != 0, r.output  # direct: blocked
+    r = plugin_kinit({"wss_web_proxy": w.web_proxy})
+    assert r.returncode == 0, r.output
+    assert f"through web proxy {w.web_proxy}" in r.stderr, r.stderr
+    r = plugin_kinit({"wss_web_proxy": w.web_proxy}, no_proxy=".test")
+    assert r.returncode != 0, r.output
 
-        # The relay, in the same view of the network, with an empty environment.
-        launcher = ["unshare", "-Urm", "sh", "-c",
-                    f'mount --bind "{hosts_client}" /etc/hosts && exec env -i '
-                    f'KRB5_WSS_RELAY_LOG=debug "$@"', "sh"]
-        relay = start_relay(["--listen", "127.0.0.1:0", "--realm", f"{realm.name}={url}",
-                             "--anchors", f"FILE:{pki.ca_cert}", "--wss-web-proxy", web_proxy],
-                            launcher=launcher)
-        env = client_env(tmp_path, relay_conf(tmp_path / "krb5-relay.conf", realm, relay))
-        r = kinit(realm, env)
-        assert r.returncode == 0, r.output
-        assert f"through web proxy {web_proxy}" in relay.log(), relay.log()
-        assert exchange_lines(relay.log(), type="AS-REQ", result="ok", url=url)
-        assert name in tp_log.read_text(), tp_log.read_text()
-    finally:
-        tp.terminate()
-        tp.wait(timeout=10)
+    # The relay, in the same view of the network, with an empty environment.
+    launcher = ["unshare", "-Urm", *w.hosts_mount('env -i KRB5_WSS_RELAY_LOG=debug "$@"'), "sh"]
+    relay = start_relay(["--listen", "127.0.0.1:0", "--realm", f"{realm.name}={url}",
+                         "--anchors", f"FILE:{pki.ca_cert}", "--wss-web-proxy", w.web_proxy],
+                        launcher=launcher)
+    env = client_env(tmp_path, relay_conf(tmp_path / "krb5-relay.conf", realm, relay))
+    r = kinit(realm, env)
+    assert r.returncode == 0, r.output
+    assert f"through web proxy {w.web_proxy}" in relay.log(), relay.log()
+    assert exchange_lines(relay.log(), type="AS-REQ", result="ok", url=url)
+    assert w.name in w.log.read_text(), w.log.read_text()
 
 
 # ---------------------------------------------------------------------------
