@@ -138,7 +138,7 @@ REFUSALS = [
     ("target-domain-differs", lambda r: proxy_message(as_req("u", r.name), "OTHER.ORG"), 400, 4400),
     ("unconfigured-realm", lambda r: proxy_message(as_req("u", "OTHER.ORG"), "OTHER.ORG"), 403, 4403),
     ("realm-case-differs", lambda r: proxy_message(as_req("u", r.name.lower())), 403, 4403),
-    ("oversized", lambda r: proxy_message(b"\x6a" * (128 * 1024 + 1)), 413, 4413),
+    ("oversized", lambda r: proxy_message(b"\x6a" * (256 * 1024 + 1)), 413, 4413),
 ]
 
 

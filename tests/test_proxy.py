@@ -304,13 +304,13 @@ def huge_claim(realm):
 
 
 def oversized_record(realm):
-    # One byte over the default 128 KiB limit, in one message.
-    return [frame(b"\x6a" + b"\x00" * (128 * 1024))]
+    # One byte over the default 256 KiB limit, in one message.
+    return [frame(b"\x6a" + b"\x00" * (256 * 1024))]
 
 
 def oversized_record_split(realm):
     # The claim alone is refused, before the body is sent.
-    return [(128 * 1024 + 1).to_bytes(4, "big"), b"\x6a" * 1000]
+    return [(256 * 1024 + 1).to_bytes(4, "big"), b"\x6a" * 1000]
 
 
 def unconfigured_realm(realm):

@@ -83,7 +83,7 @@ pub struct Args {
     pub trust_forwarded_for: Vec<crate::client::IpNet>,
 
     /// Largest request record accepted, in bytes (K/KiB/M/MiB suffixes
-    /// allowed). [default: 128KiB]
+    /// allowed). [default: 256KiB]
     #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
     pub max_record_size: Option<usize>,
 

@@ -62,7 +62,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_record_size: 128 * 1024,
+            max_record_size: 256 * 1024,
             max_reply_size: 1024 * 1024,
             max_partial_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
@@ -229,11 +229,11 @@ mod tests {
     fn defaults_are_valid() {
         let l = Limits::default();
         l.validate().unwrap();
-        assert_eq!(l.max_record_size, 131072);
-        assert_eq!(l.max_message_size(), 131076);
+        assert_eq!(l.max_record_size, 262144);
+        assert_eq!(l.max_message_size(), 262148);
         let ws = l.websocket_config();
-        assert_eq!(ws.max_message_size, Some(131076));
-        assert_eq!(ws.max_frame_size, Some(131076));
+        assert_eq!(ws.max_message_size, Some(262148));
+        assert_eq!(ws.max_frame_size, Some(262148));
     }
 
     #[test]
