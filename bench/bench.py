@@ -43,10 +43,11 @@ REALM = "KRBTEST.COM"
 N_SERVICES = 50
 GUNICORN_WORKERS = 2  # the machine's cores; the proxy's runtime uses as many
 
-PATHS = ["direct", "wss", "relay", "kkdcp", "websockify"]
+PATHS = ["direct", "wss", "wss-udp", "relay", "kkdcp", "websockify"]
 PATH_LABEL = {
     "direct": "direct TCP (floor)",
     "wss": "krb5-wss (plugin+proxy)",
+    "wss-udp": "krb5-wss, proxy asks KDC by UDP",
     "relay": "krb5-wss-relay+proxy, no plugin",
     "kkdcp": "KKDCP (MIT https+kdcproxy)",
     "websockify": "websockify + plugin",
@@ -408,6 +409,10 @@ class Bench:
                                                        *ab_limits)
         self.proxy_default, self.proxy_default_port = self.start_proxy(
             "proxy-defaults", f"127.0.0.1:{self.kdc_port}")
+        # The same proxy asking the KDC over UDP first (TCP on
+        # KRB_ERR_RESPONSE_TOO_BIG), as libkrb5 itself does by default.
+        self.proxy_udp, self.proxy_udp_port = self.start_proxy(
+            "proxy-udp", f"127.0.0.1:{self.kdc_port}", *ab_limits, "--udp", REALM)
         # kdcproxy under gunicorn with TLS
         conf = self.work / "kdcproxy.conf"
         conf.write_text(f"[global]\nuse_dns = false\n\n[{REALM}]\n"
@@ -447,6 +452,9 @@ class Bench:
                 libdefaults={"udp_preference_limit": "1"}), self.empty_dir),
             "wss": Client("wss", self.work, write_krb5_conf(
                 confs / "wss.conf", [f"wss://localhost:{self.proxy_port}/kdc"], anchors),
+                self.plugin_dir),
+            "wss-udp": Client("wss-udp", self.work, write_krb5_conf(
+                confs / "wss-udp.conf", [f"wss://localhost:{self.proxy_udp_port}/kdc"], anchors),
                 self.plugin_dir),
             # TCP, as the direct path, so that the ratio is the relay's and
             # the proxy's cost alone.
