@@ -1,0 +1,85 @@
+//! A tiny glob matcher for principal patterns: `*` matches any run of
+//! characters (`/` and `@` included), `?` exactly one character, every
+//! other character itself. Case-sensitive, as Kerberos names are; there is
+//! no escape character and no character class.
+
+/// True when `text` matches `pattern` as a whole.
+///
+/// Runs in O(|pattern| × |text|) at worst (one backtrack point: the last
+/// `*`), so a hostile name cannot make it slow.
+pub fn matches(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and where in the text it started matching.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn literals_and_wildcards() {
+        assert!(matches(
+            "postgres/db.example.com",
+            "postgres/db.example.com"
+        ));
+        assert!(!matches(
+            "postgres/db.example.com",
+            "postgres/db.example.co"
+        ));
+        assert!(!matches(
+            "postgres/db.example.com",
+            "postgres/db.example.com2"
+        ));
+        assert!(matches("postgres/*", "postgres/db.example.com"));
+        assert!(matches("*", ""));
+        assert!(matches("*", "anything/at@all"));
+        assert!(matches("*@EXAMPLE.COM", "alice@EXAMPLE.COM"));
+        assert!(matches("host/*.example.com", "host/a.b.example.com"));
+        assert!(!matches("host/*.example.com", "host/example.com"));
+        assert!(matches("user?", "user1"));
+        assert!(!matches("user?", "user"));
+        assert!(!matches("user?", "user12"));
+        assert!(matches("a*b*c", "aXbYbZc"));
+        assert!(!matches("a*b*c", "aXbYbZ"));
+        assert!(matches("**a", "a"));
+        assert!(!matches("", "a"));
+        assert!(matches("", ""));
+    }
+
+    #[test]
+    fn case_sensitive() {
+        assert!(!matches("Alice", "alice"));
+        assert!(!matches("krbtgt/EXAMPLE.COM", "krbtgt/example.com"));
+    }
+
+    #[test]
+    fn pathological_is_fast() {
+        let text = "a".repeat(2000);
+        let pattern = format!("{}b", "*a".repeat(50));
+        assert!(!matches(&pattern, &text));
+    }
+}
