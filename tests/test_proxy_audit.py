@@ -12,9 +12,10 @@ import json
 import os
 import re
 import signal
+import subprocess
 import urllib.request
 
-from conftest import tls_proxy_args, wss_client
+from conftest import PROXY_BIN, tls_proxy_args, wss_client
 from test_kkdcp import post, proxy_message
 from test_proxy import (
     ctx,
@@ -284,3 +285,17 @@ def test_reload_applies_a_new_policy_to_open_connections(start_proxy, pki, realm
             assert unframe(await recv(ws))[0] == 0x7E
 
     run(go())
+
+
+def test_check_config_reports_the_new_settings(pki, realm, tmp_path):
+    conf = write_config(tmp_path, realm, allow_services=["krbtgt/*"])
+    p = subprocess.run([str(PROXY_BIN), "--check-config", "--config", conf, "--log-format", "json",
+                        "--audit-principals", "false", *tls_proxy_args(pki, realm)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert "log_format json, audit_principals false, 1 realm(s) with a policy" in p.stdout, p.stdout
+    (tmp_path / "bad.toml").write_text(f'[realms."{realm.name}"]\nkdc = ["{realm.kdc_addr}"]\n'
+                                       'deny_services = [""]\n')
+    p = subprocess.run([str(PROXY_BIN), "--check-config", "--config", str(tmp_path / "bad.toml"),
+                        *tls_proxy_args(pki, realm)], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1 and "deny_services" in p.stderr, p.stderr

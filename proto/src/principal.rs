@@ -61,13 +61,21 @@ impl fmt::Display for PrincipalName {
             if i > 0 {
                 f.write_str("/")?;
             }
-            for &b in c {
+            // Runs of plain bytes are written whole.
+            let mut run = 0;
+            for (j, &b) in c.iter().enumerate() {
+                if matches!(b, 0x20..=0x7e) && !matches!(b, b'/' | b'@' | b'\\') {
+                    continue;
+                }
+                // The run is printable ASCII, hence UTF-8.
+                f.write_str(std::str::from_utf8(&c[run..j]).unwrap_or_default())?;
                 match b {
                     b'/' | b'@' | b'\\' => write!(f, "\\{}", b as char)?,
-                    0x21..=0x7e | b' ' => write!(f, "{}", b as char)?,
                     _ => write!(f, "\\x{b:02x}")?,
                 }
+                run = j + 1;
             }
+            f.write_str(std::str::from_utf8(&c[run..]).unwrap_or_default())?;
         }
         Ok(())
     }
@@ -89,8 +97,8 @@ mod tests {
         assert_eq!(p.to_string(), "postgres/db.example.com");
         let p = parse(&principal(10, &["a@b.c"])).unwrap();
         assert_eq!(p.to_string(), "a\\@b.c");
-        let p = parse(&principal(1, &["x/y", "\n"])).unwrap();
-        assert_eq!(p.to_string(), "x\\/y/\\x0a");
+        let p = parse(&principal(1, &["x/y", "\n", "a b\\c\u{e9}"])).unwrap();
+        assert_eq!(p.to_string(), "x\\/y/\\x0a/a b\\\\c\\xc3\\xa9");
     }
 
     #[test]

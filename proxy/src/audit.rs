@@ -3,36 +3,57 @@
 //! `log_format = "json"`, as one JSON object per line (see
 //! [`crate::logfmt`] for both encodings and the process-wide switch).
 //!
-//! A line is built field by field, in a fixed order, and rendered once.
+//! A line is written field by field, in a fixed order, into one buffer.
 
 use crate::logfmt::{self, Value};
 use std::fmt::{self, Write};
 
-/// A field's value.
-enum Field {
-    Text(String),
-    /// Written bare in text, unquoted in JSON.
-    Number(i128),
-}
-
-/// One audit line under construction.
+/// One audit line under construction: each field is written as it is
+/// added, into one buffer (no allocation per field).
 pub struct Line {
-    event: &'static str,
-    fields: Vec<(&'static str, Field)>,
+    out: String,
+    json: bool,
 }
 
 impl Line {
-    /// A line for `event` (`exchange`, `refused`).
+    /// A line for `event` (`exchange`, `refused`), in the active format.
     pub fn new(event: &'static str) -> Line {
-        Line {
-            event,
-            fields: Vec::with_capacity(20),
+        Line::with_format(event, logfmt::json())
+    }
+
+    /// A line for `event`, in JSON when `json`.
+    pub fn with_format(event: &'static str, json: bool) -> Line {
+        let mut out = String::with_capacity(384);
+        if json {
+            out.push_str(logfmt::JSON_EVENT_PREFIX);
+            logfmt::json_string_body(&mut out, event);
+            out.push('"');
+        } else {
+            out.push_str(event);
         }
+        Line { out, json }
     }
 
     /// Adds a text field.
     pub fn text(&mut self, key: &'static str, value: impl fmt::Display) -> &mut Line {
-        self.fields.push((key, Field::Text(value.to_string())));
+        if self.json {
+            self.out.push_str(",\"");
+            self.out.push_str(key);
+            self.out.push_str("\":\"");
+            // Writing to a String cannot fail.
+            let _ = write!(JsonEscape(&mut self.out), "{value}");
+            self.out.push('"');
+        } else {
+            self.out.push(' ');
+            self.out.push_str(key);
+            self.out.push('=');
+            let start = self.out.len();
+            let _ = write!(self.out, "{value}");
+            if !logfmt::is_plain(&self.out[start..]) {
+                let raw = self.out.split_off(start);
+                let _ = write!(self.out, "{}", Value(&raw));
+            }
+        }
         self
     }
 
@@ -44,58 +65,33 @@ impl Line {
         self
     }
 
-    /// Adds a numeric field.
+    /// Adds a numeric field (bare in text, a JSON number in JSON).
     pub fn number(&mut self, key: &'static str, value: impl Into<i128>) -> &mut Line {
-        self.fields.push((key, Field::Number(value.into())));
+        let n: i128 = value.into();
+        let _ = if self.json {
+            write!(self.out, ",\"{key}\":{n}")
+        } else {
+            write!(self.out, " {key}={n}")
+        };
         self
     }
 
-    /// Renders the line in the active log format.
-    pub fn render(&self) -> String {
-        if logfmt::json() {
-            self.json()
-        } else {
-            self.key_value()
+    /// The finished line.
+    pub fn finish(mut self) -> String {
+        if self.json {
+            self.out.push('}');
         }
+        self.out
     }
+}
 
-    /// `event key=value …`.
-    pub fn key_value(&self) -> String {
-        let mut out = String::with_capacity(256);
-        out.push_str(self.event);
-        for (k, v) in &self.fields {
-            // Writing to a String cannot fail.
-            let _ = match v {
-                Field::Text(s) => write!(out, " {k}={}", Value(s)),
-                Field::Number(n) => write!(out, " {k}={n}"),
-            };
-        }
-        out
-    }
+/// A `fmt::Write` that JSON-escapes what is written through it.
+struct JsonEscape<'a>(&'a mut String);
 
-    /// `{"event":"…","key":value,…}`.
-    pub fn json(&self) -> String {
-        let mut out = String::with_capacity(320);
-        out.push_str(logfmt::JSON_EVENT_PREFIX);
-        logfmt::json_string_body(&mut out, self.event);
-        out.push('"');
-        for (k, v) in &self.fields {
-            out.push_str(",\"");
-            out.push_str(k);
-            out.push_str("\":");
-            match v {
-                Field::Text(s) => {
-                    out.push('"');
-                    logfmt::json_string_body(&mut out, s);
-                    out.push('"');
-                }
-                Field::Number(n) => {
-                    let _ = write!(out, "{n}");
-                }
-            }
-        }
-        out.push('}');
-        out
+impl Write for JsonEscape<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        logfmt::json_string_body(self.0, s);
+        Ok(())
     }
 }
 
@@ -105,26 +101,32 @@ mod tests {
 
     #[test]
     fn both_formats() {
-        let mut l = Line::new("exchange");
-        l.text("client", "192.0.2.1:5")
-            .text("realm", "A B")
-            .opt("cname", None::<&str>)
-            .opt("sname", Some("krbtgt/A"))
-            .number("elapsed_us", 12u64);
+        let line = |json| {
+            let mut l = Line::with_format("exchange", json);
+            l.text("client", "192.0.2.1:5")
+                .text("realm", "A B")
+                .opt("cname", None::<&str>)
+                .opt("sname", Some("krbtgt/A"))
+                .number("elapsed_us", 12u64);
+            l.finish()
+        };
         assert_eq!(
-            l.key_value(),
+            line(false),
             "exchange client=192.0.2.1:5 realm=\"A B\" sname=krbtgt/A elapsed_us=12"
         );
         assert_eq!(
-            l.json(),
+            line(true),
             "{\"event\":\"exchange\",\"client\":\"192.0.2.1:5\",\"realm\":\"A B\",\
              \"sname\":\"krbtgt/A\",\"elapsed_us\":12}"
         );
-        let mut l = Line::new("refused");
+        let mut l = Line::with_format("refused", true);
         l.text("detail", "q\"\\\n\u{1}é");
         assert_eq!(
-            l.json(),
+            l.finish(),
             "{\"event\":\"refused\",\"detail\":\"q\\\"\\\\\\n\\u0001é\"}"
         );
+        let mut l = Line::with_format("refused", false);
+        l.text("detail", "a=b").text("e", "");
+        assert_eq!(l.finish(), "refused detail=\"a=b\" e=\"\"");
     }
 }

@@ -909,6 +909,20 @@ mod tests {
         let c = merge(Args::default(), parse_file(text).unwrap(), None).unwrap();
         assert!(!c.realms.is_empty());
         c.limits.validate().unwrap();
+        // The audit and policy settings are shown, at their defaults.
+        for key in [
+            "log_format",
+            "audit_principals",
+            "allow_clients",
+            "deny_clients",
+            "allow_services",
+            "deny_services",
+        ] {
+            assert!(text.contains(&format!("\n{key} = ")), "example lacks {key}");
+        }
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.audit_principals);
+        assert!(c.realms.values().all(|r| r.policy.is_open()));
     }
 
     /// The limits' names, read from `Limits`'s own Debug output (so a new

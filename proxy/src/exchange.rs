@@ -252,7 +252,7 @@ pub async fn run(
         "elapsed_us",
         elapsed.as_micros().min(u64::MAX as u128) as u64,
     );
-    log::info!("{}", line.render());
+    log::info!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
     outcome
 }
 
@@ -313,7 +313,7 @@ pub fn log_refusal(
         r.fields(&mut line, shared.active().config.audit_principals);
     }
     line.text("detail", &refusal.detail);
-    log::warn!("{}", line.render());
+    log::warn!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
 }
 
 #[cfg(test)]
@@ -333,6 +333,12 @@ mod tests {
         assert!(check(Service::Kdc, b"hello").is_err());
         let c = check(Service::Kpasswd, &samples::kpasswd_req(0xff80, "A.ORG")).unwrap();
         assert_eq!(c.kind, "kpasswd-0xff80");
+    }
+
+    #[test]
+    fn audit_target_is_this_module() {
+        let here = module_path!().trim_end_matches("::tests");
+        assert_eq!(here, crate::logfmt::AUDIT_TARGET);
     }
 
     #[test]

@@ -8,18 +8,28 @@
 /// Runs in O(|pattern| × |text|) at worst (one backtrack point: the last
 /// `*`), so a hostile name cannot make it slow.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    // Names as the proxy writes them are ASCII (other bytes are escaped),
+    // so bytes are characters there; a non-ASCII pattern character
+    // matches no ASCII text either way, and `?` one character of ASCII.
+    if !text.is_ascii() {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        return match_slices(&p, &t);
+    }
+    match_slices(pattern.as_bytes(), text.as_bytes())
+}
+
+fn match_slices<T: Copy + PartialEq + Wild>(p: &[T], t: &[T]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Where the last `*` was, and where in the text it started matching.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(c) if c.is_star() => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || c == t[ti] => {
+            Some(&c) if c.is_any() || c == t[ti] => {
                 pi += 1;
                 ti += 1;
             }
@@ -33,7 +43,31 @@ pub fn matches(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|c| c.is_star())
+}
+
+/// The two wildcards, for bytes and for characters.
+trait Wild {
+    fn is_star(&self) -> bool;
+    fn is_any(&self) -> bool;
+}
+
+impl Wild for u8 {
+    fn is_star(&self) -> bool {
+        *self == b'*'
+    }
+    fn is_any(&self) -> bool {
+        *self == b'?'
+    }
+}
+
+impl Wild for char {
+    fn is_star(&self) -> bool {
+        *self == '*'
+    }
+    fn is_any(&self) -> bool {
+        *self == '?'
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +102,9 @@ mod tests {
         assert!(matches("**a", "a"));
         assert!(!matches("", "a"));
         assert!(matches("", ""));
+        // A non-ASCII pattern: `?` is one character.
+        assert!(matches("\u{e9}?", "\u{e9}\u{e8}"));
+        assert!(!matches("a?", "a\u{e9}\u{e8}"));
     }
 
     #[test]

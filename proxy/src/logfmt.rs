@@ -51,30 +51,45 @@ pub fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
+/// The log target of the audit lines (the module that writes them): only
+/// its messages are spliced into the JSON line, so no other message, even
+/// one quoting a client's text, can add fields.
+pub const AUDIT_TARGET: &str = "krb5_wss_proxy::exchange";
+
 /// How an audit line rendered as JSON starts: the logger splices such a
 /// message into its own object instead of quoting it.
 pub const JSON_EVENT_PREFIX: &str = "{\"event\":\"";
 
 /// Appends `s` JSON-escaped (without the quotes).
 pub fn json_string_body(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+    // Every byte escaped is ASCII, so the runs between them are whole
+    // UTF-8 sequences; most values have none, and go in one copy.
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(needs_json_escape) {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b => {
                 use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
+                let _ = write!(out, "\\u{b:04x}");
             }
-            c => out.push(c),
         }
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
+}
+
+fn needs_json_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
 /// One log record as a JSON line: `time`, `level` and `target`, then the
-/// audit line's own fields when `message` is one, else `message`.
+/// audit line's own fields when `message` is one (from [`AUDIT_TARGET`]),
+/// else `message`.
 pub fn json_line(time: &str, level: &str, target: &str, message: &str) -> String {
     let mut out = String::with_capacity(96 + message.len());
     out.push_str("{\"time\":\"");
@@ -85,7 +100,7 @@ pub fn json_line(time: &str, level: &str, target: &str, message: &str) -> String
     json_string_body(&mut out, target);
     out.push('"');
     match message.strip_prefix('{') {
-        Some(rest) if message.starts_with(JSON_EVENT_PREFIX) => {
+        Some(rest) if target == AUDIT_TARGET && message.starts_with(JSON_EVENT_PREFIX) => {
             out.push(',');
             out.push_str(rest);
         }
@@ -101,14 +116,17 @@ pub fn json_line(time: &str, level: &str, target: &str, message: &str) -> String
 /// A value for a `key=value` log field.
 pub struct Value<'a>(pub &'a str);
 
+/// True when `s` is written bare: not empty, printable ASCII without
+/// spaces, quotes, `=` or backslashes.
+pub fn is_plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\')
+}
+
 impl fmt::Display for Value<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plain = !self.0.is_empty()
-            && self
-                .0
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
-        if plain {
+        if is_plain(self.0) {
             f.write_str(self.0)
         } else {
             write!(f, "{:?}", self.0)
@@ -136,9 +154,20 @@ mod tests {
             "{\"time\":\"T\",\"level\":\"WARN\",\"target\":\"m\",\"message\":\"plain \\\"text\\\"\"}"
         );
         assert_eq!(
-            json_line("T", "INFO", "m", "{\"event\":\"exchange\",\"a\":1}"),
-            "{\"time\":\"T\",\"level\":\"INFO\",\"target\":\"m\",\"event\":\"exchange\",\"a\":1}"
+            json_line(
+                "T",
+                "INFO",
+                AUDIT_TARGET,
+                "{\"event\":\"exchange\",\"a\":1}"
+            ),
+            format!(
+                "{{\"time\":\"T\",\"level\":\"INFO\",\"target\":\"{AUDIT_TARGET}\",\
+                 \"event\":\"exchange\",\"a\":1}}"
+            )
         );
+        // The same text from another module is a message, quoted.
+        assert!(json_line("T", "INFO", "m", "{\"event\":\"x\"}")
+            .ends_with(",\"message\":\"{\\\"event\\\":\\\"x\\\"}\"}"));
         assert_eq!(LogFormat::parse("json"), Ok(LogFormat::Json));
         assert!(LogFormat::parse("JSON").is_err());
     }

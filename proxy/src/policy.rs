@@ -120,11 +120,16 @@ impl Policy {
 fn pattern_matches(pattern: &str, name: &str, realm: &str) -> bool {
     // An `@` not escaped with `\` (an enterprise name's `\@` is part of
     // the name) means the pattern names the realm too.
-    let has_realm = pattern
-        .char_indices()
-        .any(|(i, c)| c == '@' && !pattern[..i].ends_with('\\'));
+    let has_realm = pattern.contains('@')
+        && pattern
+            .char_indices()
+            .any(|(i, c)| c == '@' && !pattern[..i].ends_with('\\'));
     if has_realm {
-        glob::matches(pattern, &format!("{name}@{realm}"))
+        let mut full = String::with_capacity(name.len() + 1 + realm.len());
+        full.push_str(name);
+        full.push('@');
+        full.push_str(realm);
+        glob::matches(pattern, &full)
     } else {
         glob::matches(pattern, name)
     }
