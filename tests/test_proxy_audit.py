@@ -197,6 +197,8 @@ def test_dmz_host_may_only_reach_postgres(start_proxy, pki, realm, plugin_dir, t
     # Another service: refused at the proxy, never at the KDC.
     r = client.run(["kvno", realm.host_princ])
     assert r.returncode != 0, r.output
+    # The plugin says why (its log is on, KRB5_WSS_LOG=debug).
+    assert "4401 denied by policy" in r.output, r.output
     host = realm.host_princ.split("@")[0]
     log = wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ service=kdc transport=websocket "
                               rf"close={POLICY_DENIED} reason=\"denied by policy\" "
