@@ -5,7 +5,8 @@ Builds a k5test realm and starts, on loopback with their own ports:
   - krb5-wss-proxy in front of it, with the plugin as client;
   - kdcproxy under gunicorn with TLS, with MIT's native https:// client;
   - websockify in front of the KDC, with the plugin as client;
-  - a second proxy in front of a canned KRB-ERROR responder (section C);
+  - a second proxy in front of a canned KRB-ERROR responder (section C), and
+    a third with the control point on (a realm policy, JSON audit lines);
   - a fresh proxy for the idle-connection memory (section D).
 Then runs sections A-F (and P, the profiles, with --profile), prints the
 table with PASS/MISS against each target, and writes table.txt and
@@ -637,6 +638,21 @@ class Bench:
         resp_port = read_listen_line(resp, "responder")
         canned, canned_port = self.start_proxy("proxy-canned", f"127.0.0.1:{resp_port}",
                                                *self.bench_limits())
+        # The same, with the control point on: every request judged by a
+        # realm policy of four lists, audit lines in JSON with principals.
+        control = None
+        if self.proxy_supports("--log-format"):
+            conf = self.work / "proxy-control.toml"
+            conf.write_text(
+                f'[realms."{REALM}"]\n'
+                f'kdc = ["127.0.0.1:{resp_port}"]\n'
+                'allow_clients = ["loadgen", "svc-*", "app-?"]\n'
+                'deny_clients = ["bad*", "guest"]\n'
+                f'allow_services = ["krbtgt/{REALM}", "postgres/*.example.com"]\n'
+                'deny_services = ["kadmin/*"]\n')
+            control, control_port = self.start_proxy(
+                "proxy-control", f"127.0.0.1:{resp_port}", "--config", str(conf),
+                "--log-format", "json", "--audit-principals", "true", *self.bench_limits())
         # The A/B proxy keeps its defaults; capacity runs use one with the
         # per-connection and per-address limits raised.
         cap, cap_port = self.start_proxy("proxy-capacity", f"127.0.0.1:{self.kdc_port}",
@@ -655,6 +671,10 @@ class Bench:
             ("canned", "krb5-wss proxy -> canned", "wss", f"wss://localhost:{canned_port}/kdc",
              levels, {"proxy": canned.pid, "responder": resp.pid}),
         ]
+        if control is not None:
+            rows.append(("control", "  same, policy + JSON audit", "wss",
+                         f"wss://localhost:{control_port}/kdc", levels,
+                         {"proxy": control.pid, "responder": resp.pid}))
         cells: dict[str, dict[int, list[dict]]] = {r[0]: {n: [] for n in r[4]} for r in rows}
         for _ in range(reps):
             for n in levels:
@@ -690,6 +710,15 @@ class Bench:
             c = min(canned_cpu)
             self.say(f"  the proxy's own limit, from its CPU time per exchange against the canned "
                      f"responder ({c:.0f} us at best): about {1e6 / c:.0f} exchanges/s per core")
+        if control is not None:
+            on = [r["server_cpu_us_per_exchange"]["proxy"] for n in levels
+                  for r in cells["control"][n] if r["server_cpu_us_per_exchange"]["proxy"]]
+            if canned_cpu and on:
+                ratio = min(on) / min(canned_cpu)
+                self.say(f"  the control point (policy + JSON audit) costs the proxy {min(on):.0f} us "
+                         f"per exchange at best against {min(canned_cpu):.0f} us: {fmt_ratio(ratio)}")
+                self.target("C", "policy + JSON audit within 10% more proxy CPU per exchange",
+                            fmt_ratio(ratio), ratio <= 1.10)
         self.say("  err: exchanges failed; stall: clients still inside one exchange 5 s after the "
                  "window (a SYN retransmitted after a listen backlog overflowed)")
         self.say()
@@ -701,6 +730,8 @@ class Bench:
         self.target("C", "proxy >= 10x kdcproxy's rate at 16 clients",
                     f"{w16 / kk16:.1f}x ({w16:.0f} vs {kk16:.0f}/s)", w16 >= 10 * kk16)
         self.procs.stop(canned)
+        if control is not None:
+            self.procs.stop(control)
         self.procs.stop(cap)
         self.procs.stop(resp)
 

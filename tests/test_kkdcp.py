@@ -118,8 +118,8 @@ def test_post_round_trip_and_log_line(proxy, pki, realm):
     status, body, _ = post(proxy, pki, proxy_message(as_req(user_of(realm), realm.name)))
     assert status == 200
     wait_for_log(proxy, r"exchange client=127\.0\.0\.1:\d+ service=kdc transport=kkdcp "
-                        rf"realm={re.escape(realm.name)} type=AS-REQ kdc=\S+ kdc_transport=tcp "
-                        r"result=ok reply_bytes=\d+ elapsed_us=\d+$")
+                        rf"realm={re.escape(realm.name)} type=AS-REQ cname=\S+ sname=\S+ kdc=\S+ "
+                        r"kdc_transport=tcp result=ok reply=KRB-ERROR .*reply_bytes=\d+ elapsed_us=\d+$")
 
 
 def test_kpasswd_message_goes_to_the_kpasswd_server(proxy, pki, realm):

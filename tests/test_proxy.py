@@ -192,8 +192,9 @@ def closed_port() -> int:
 
 EXCHANGE_LINE = (
     r"exchange client=127\.0\.0\.1:\d+ service=kdc transport=websocket realm={realm} "
-    r"type=AS-REQ kdc=127\.0\.0\.1:{port} kdc_transport=tcp result=ok reply_bytes=(\d+) "
-    r"elapsed_us=\d+$"
+    r"type=AS-REQ cname=\S+@{realm} sname=krbtgt/{realm} kdc=127\.0\.0\.1:{port} kdc_transport=tcp "
+    r"result=ok reply=KRB-ERROR krb_error=KDC_ERR_PREAUTH_REQUIRED krb_error_code=25 "
+    r"(?:e_text=.* )?reply_bytes=(\d+) elapsed_us=\d+$"
 )
 
 
@@ -409,7 +410,8 @@ def test_kdc_unreachable_is_4502(start_proxy, pki, realm):
 
     run(go())
     wait_for_log(proxy, rf"exchange client=\S+ service=kdc transport=websocket realm={re.escape(realm.name)} "
-                        r"type=AS-REQ kdc=- result=failed error=.*connect.* elapsed_us=\d+$")
+                        r"type=AS-REQ cname=\S+ sname=\S+ kdc=- result=failed error=.*connect.* "
+                        r"elapsed_us=\d+$")
     wait_for_log(proxy, r"refused client=\S+ service=kdc transport=websocket close=4502 ")
 
 

@@ -39,6 +39,13 @@ pub const MALFORMED: CloseCode = CloseCode {
     reason: "malformed record",
 };
 
+/// The realm's policy (`deny_clients`, `allow_services`, …) refuses the
+/// request's client or service principal; it was not forwarded.
+pub const POLICY_DENIED: CloseCode = CloseCode {
+    code: 4401,
+    reason: "denied by policy",
+};
+
 /// The request names a realm this proxy does not serve.
 pub const REALM_NOT_SERVED: CloseCode = CloseCode {
     code: 4403,
@@ -81,6 +88,7 @@ pub const ALL: &[CloseCode] = &[
     GOING_AWAY,
     TEXT_MESSAGE,
     MALFORMED,
+    POLICY_DENIED,
     REALM_NOT_SERVED,
     REQUEST_TIMEOUT,
     TOO_LARGE,

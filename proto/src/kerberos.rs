@@ -15,6 +15,7 @@
 //! bounds-checked and the outer structures must account for every byte.
 
 use crate::der::{self, DerError, Reader, Tag};
+use crate::principal::PrincipalName;
 use std::fmt;
 
 /// Longest realm name accepted (RFC 4120 allows any length; real realms
@@ -53,6 +54,11 @@ pub struct KdcRequest {
     pub kind: KdcRequestKind,
     /// The realm from the request body.
     pub realm: String,
+    /// The body's `cname` (an AS-REQ's client; absent from a TGS-REQ,
+    /// whose client is inside the encrypted authenticator).
+    pub cname: Option<PrincipalName>,
+    /// The body's `sname`: the service asked for (optional in RFC 4120).
+    pub sname: Option<PrincipalName>,
 }
 
 /// A checked kpasswd request.
@@ -211,9 +217,13 @@ pub fn check_kdc_request(record: &[u8]) -> Result<KdcRequest, MessageError> {
     //   additional-tickets[11] SEQUENCE OF Ticket OPTIONAL }
     let mut b = Reader::new(body_seq);
     explicit(&mut b, 0, Tag::BIT_STRING)?;
-    optional_explicit(&mut b, 1, Tag::SEQUENCE)?;
+    let cname = optional_explicit(&mut b, 1, Tag::SEQUENCE)?
+        .map(PrincipalName::parse)
+        .transpose()?;
     let realm = read_realm(b.expect(Tag::context(2))?)?;
-    optional_explicit(&mut b, 3, Tag::SEQUENCE)?;
+    let sname = optional_explicit(&mut b, 3, Tag::SEQUENCE)?
+        .map(PrincipalName::parse)
+        .transpose()?;
     optional_explicit(&mut b, 4, Tag::GENERALIZED_TIME)?;
     explicit(&mut b, 5, Tag::GENERALIZED_TIME)?;
     optional_explicit(&mut b, 6, Tag::GENERALIZED_TIME)?;
@@ -225,7 +235,12 @@ pub fn check_kdc_request(record: &[u8]) -> Result<KdcRequest, MessageError> {
     optional_explicit(&mut b, 10, Tag::SEQUENCE)?;
     optional_explicit(&mut b, 11, Tag::SEQUENCE)?;
     b.finish()?;
-    Ok(KdcRequest { kind, realm })
+    Ok(KdcRequest {
+        kind,
+        realm,
+        cname,
+        sname,
+    })
 }
 
 /// Checks a kpasswd-path record (RFC 3244); returns version and realm.
@@ -323,6 +338,97 @@ pub fn krb_error_code(message: &[u8]) -> Option<i64> {
     f.expect(Tag::context(4)).ok()?;
     f.expect(Tag::context(5)).ok()?;
     f.context_integer(6).ok()
+}
+
+/// What a KDC's reply says in the clear, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KdcReply {
+    /// An AS-REP or TGS-REP: the ticket's client.
+    Ticket {
+        /// "AS-REP" or "TGS-REP".
+        kind: &'static str,
+        /// The client's realm (`crealm`).
+        crealm: String,
+        /// The client's name (`cname`).
+        cname: PrincipalName,
+    },
+    /// A KRB-ERROR.
+    Error {
+        /// The error-code (see [`crate::error_names::name`]).
+        code: i64,
+        /// The e-text, when the KDC sent one (lossily decoded, at most
+        /// [`MAX_E_TEXT`] bytes kept).
+        e_text: Option<String>,
+    },
+}
+
+/// Longest e-text kept from a KRB-ERROR.
+pub const MAX_E_TEXT: usize = 256;
+
+/// Reads the clear-text parts of a KDC reply: an AS-REP or TGS-REP's
+/// `crealm` and `cname` (RFC 4120 §5.4.2), or a KRB-ERROR's `error-code`
+/// and `e-text` (§5.9.1). `None` when `message` is none of these, well
+/// formed; the reply is forwarded as it is either way.
+pub fn kdc_reply(message: &[u8]) -> Option<KdcReply> {
+    let mut outer = Reader::new(message);
+    let tag = outer.peek_tag().ok()??;
+    let (kind, number) = match (tag.class, tag.constructed, tag.number) {
+        (crate::der::Class::Application, true, 11) => ("AS-REP", 11),
+        (crate::der::Class::Application, true, 13) => ("TGS-REP", 13),
+        (crate::der::Class::Application, true, KRB_ERROR) => return krb_error(message),
+        _ => return None,
+    };
+    let seq = outer.expect(Tag::application(number)).ok()?;
+    outer.finish().ok()?;
+    // KDC-REP ::= SEQUENCE { pvno[0], msg-type[1], padata[2] OPTIONAL,
+    //   crealm[3] Realm, cname[4] PrincipalName, ticket[5], enc-part[6] }
+    let mut w = Reader::new(seq);
+    let fields = w.expect(Tag::SEQUENCE).ok()?;
+    w.finish().ok()?;
+    let mut f = Reader::new(fields);
+    if f.context_integer(0).ok()? != 5 || f.context_integer(1).ok()? != i64::from(number) {
+        return None;
+    }
+    f.optional(Tag::context(2)).ok()?;
+    let crealm = read_realm(f.expect(Tag::context(3)).ok()?).ok()?;
+    let cname = PrincipalName::parse_explicit(f.expect(Tag::context(4)).ok()?).ok()?;
+    Some(KdcReply::Ticket {
+        kind,
+        crealm,
+        cname,
+    })
+}
+
+fn krb_error(message: &[u8]) -> Option<KdcReply> {
+    let mut outer = Reader::new(message);
+    let seq = outer.expect(Tag::application(KRB_ERROR)).ok()?;
+    outer.finish().ok()?;
+    let mut w = Reader::new(seq);
+    let fields = w.expect(Tag::SEQUENCE).ok()?;
+    w.finish().ok()?;
+    let mut f = Reader::new(fields);
+    if f.context_integer(0).ok()? != 5 || f.context_integer(1).ok()? != i64::from(KRB_ERROR) {
+        return None;
+    }
+    f.optional(Tag::context(2)).ok()?;
+    f.optional(Tag::context(3)).ok()?;
+    f.expect(Tag::context(4)).ok()?;
+    f.expect(Tag::context(5)).ok()?;
+    let code = f.context_integer(6).ok()?;
+    // crealm[7] OPTIONAL, cname[8] OPTIONAL, realm[9], sname[10],
+    // e-text[11] KerberosString OPTIONAL, e-data[12] OPTIONAL.
+    let e_text = (|| {
+        f.optional(Tag::context(7)).ok()?;
+        f.optional(Tag::context(8)).ok()?;
+        f.expect(Tag::context(9)).ok()?;
+        f.expect(Tag::context(10)).ok()?;
+        let text = f.optional(Tag::context(11)).ok()??;
+        let mut r = Reader::new(text);
+        let bytes = r.expect(Tag::GENERAL_STRING).ok()?;
+        let bytes = bytes.get(..MAX_E_TEXT).unwrap_or(bytes);
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    })();
+    Some(KdcReply::Error { code, e_text })
 }
 
 /// KRB_ERR_RESPONSE_TOO_BIG (RFC 4120 §7.5.9): the reply does not fit a
@@ -517,12 +623,74 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn names_are_read() {
+        let r = check_kdc_request(&samples::as_req("A.ORG")).unwrap();
+        assert_eq!(r.cname.unwrap().to_string(), "user");
+        assert_eq!(r.sname.unwrap().to_string(), "krbtgt/A.ORG");
+        let r = check_kdc_request(&samples::tgs_req_for("A.ORG", &["postgres", "db"])).unwrap();
+        assert!(r.cname.is_none());
+        assert_eq!(r.sname.unwrap().to_string(), "postgres/db");
+        // A malformed sname (a component that is an INTEGER) is refused.
+        let bad = samples::tgs_req_for("A.ORG", &["postgres", "db"]);
+        let at = bad
+            .windows(4)
+            .position(|w| w == [0x1b, 0x02, b'd', b'b'])
+            .unwrap();
+        let mut bad = bad;
+        bad[at] = 0x02;
+        assert!(matches!(check_kdc_request(&bad), Err(MessageError::Der(_))));
+    }
+
+    #[test]
+    fn replies_are_read() {
+        assert_eq!(
+            kdc_reply(&samples::as_rep("A.ORG", "alice")),
+            Some(KdcReply::Ticket {
+                kind: "AS-REP",
+                crealm: "A.ORG".into(),
+                cname: PrincipalName {
+                    name_type: 1,
+                    components: vec![b"alice".to_vec()]
+                }
+            })
+        );
+        assert_eq!(
+            kdc_reply(&samples::krb_error(25, "A.ORG")),
+            Some(KdcReply::Error {
+                code: 25,
+                e_text: None
+            })
+        );
+        assert_eq!(
+            kdc_reply(&samples::krb_error_text(24, "A.ORG", "bad \"pw\"")),
+            Some(KdcReply::Error {
+                code: 24,
+                e_text: Some("bad \"pw\"".into())
+            })
+        );
+        assert_eq!(kdc_reply(&samples::as_req("A.ORG")), None);
+        for m in [
+            samples::as_rep("A.ORG", "alice"),
+            samples::krb_error_text(6, "A", "x"),
+        ] {
+            for n in 0..m.len() {
+                assert_eq!(kdc_reply(&m[..n]), None);
+            }
+        }
+    }
+
+    #[test]
     fn as_req_and_tgs_req() {
         assert_eq!(
             check_kdc_request(&kdc_req(10, 10, "EXAMPLE.COM")).unwrap(),
             KdcRequest {
                 kind: KdcRequestKind::AsReq,
-                realm: "EXAMPLE.COM".into()
+                realm: "EXAMPLE.COM".into(),
+                cname: Some(PrincipalName {
+                    name_type: 1,
+                    components: vec![b"user".to_vec()]
+                }),
+                sname: None,
             }
         );
         let r = check_kdc_request(&kdc_req(12, 12, "OTHER.ORG")).unwrap();

@@ -21,7 +21,9 @@ pub mod der;
 pub mod framing;
 pub mod kerberos;
 pub mod kkdcp;
+pub mod error_names;
 pub mod krb_error;
+pub mod principal;
 pub mod samples;
 
 /// The WebSocket subprotocol the client offers and the proxy selects.

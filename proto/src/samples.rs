@@ -54,15 +54,28 @@ pub fn encrypted_data() -> Vec<u8> {
 }
 
 fn kdc_req(msg_type: u8, realm: &str, padata: Option<Vec<u8>>) -> Vec<u8> {
-    let body = seq(&[
-        ctx(0, &tlv(0x03, &[0, 0x40, 0, 0, 0x10])),
-        ctx(1, &principal(1, &["user"])),
+    kdc_req_names(msg_type, realm, padata, Some(&["user"]), &["krbtgt", realm])
+}
+
+fn kdc_req_names(
+    msg_type: u8,
+    realm: &str,
+    padata: Option<Vec<u8>>,
+    cname: Option<&[&str]>,
+    sname: &[&str],
+) -> Vec<u8> {
+    let mut body = vec![ctx(0, &tlv(0x03, &[0, 0x40, 0, 0, 0x10]))];
+    if let Some(c) = cname {
+        body.push(ctx(1, &principal(1, c)));
+    }
+    body.extend([
         ctx(2, &general_string(realm)),
-        ctx(3, &principal(2, &["krbtgt", realm])),
+        ctx(3, &principal(2, sname)),
         ctx(5, &tlv(0x18, b"20370913024805Z")),
         ctx(7, &integer(42)),
         ctx(8, &seq(&[integer(18), integer(17)])),
     ]);
+    let body = seq(&body);
     let mut fields = vec![ctx(1, &integer(5)), ctx(2, &integer(msg_type))];
     if let Some(p) = padata {
         fields.push(ctx(3, &p));
@@ -76,9 +89,44 @@ pub fn as_req(realm: &str) -> Vec<u8> {
     kdc_req(10, realm, None)
 }
 
+/// An AS-REQ for `client@realm`, service `sname` (components).
+pub fn as_req_for(realm: &str, client: &str, sname: &[&str]) -> Vec<u8> {
+    kdc_req_names(10, realm, None, Some(&[client]), sname)
+}
+
 /// A TGS-REQ addressed to `realm`, with an (empty) padata list.
 pub fn tgs_req(realm: &str) -> Vec<u8> {
     kdc_req(12, realm, Some(seq(&[])))
+}
+
+/// A TGS-REQ addressed to `realm` for service `sname` (components), with
+/// no cname, as clients send it.
+pub fn tgs_req_for(realm: &str, sname: &[&str]) -> Vec<u8> {
+    kdc_req_names(12, realm, Some(seq(&[])), None, sname)
+}
+
+/// An AS-REP for `client@realm` (ticket and enc-part are placeholders).
+pub fn as_rep(realm: &str, client: &str) -> Vec<u8> {
+    let ticket = tlv(
+        0x61,
+        &seq(&[
+            ctx(0, &integer(5)),
+            ctx(1, &general_string(realm)),
+            ctx(2, &principal(2, &["krbtgt", realm])),
+            ctx(3, &encrypted_data()),
+        ]),
+    );
+    tlv(
+        0x6b,
+        &seq(&[
+            ctx(0, &integer(5)),
+            ctx(1, &integer(11)),
+            ctx(3, &general_string(realm)),
+            ctx(4, &principal(1, &[client])),
+            ctx(5, &ticket),
+            ctx(6, &encrypted_data()),
+        ]),
+    )
 }
 
 /// An RFC 3244 request (`version` 0x0001 or 0xff80) whose AP-REQ carries
@@ -123,16 +171,26 @@ pub fn kpasswd_req(version: u16, realm: &str) -> Vec<u8> {
 
 /// A KRB-ERROR with `code` (e.g. 52, KRB_ERR_RESPONSE_TOO_BIG).
 pub fn krb_error(code: u8, realm: &str) -> Vec<u8> {
-    tlv(
-        0x7e,
-        &seq(&[
-            ctx(0, &integer(5)),
-            ctx(1, &integer(30)),
-            ctx(4, &tlv(0x18, b"20250101000000Z")),
-            ctx(5, &integer(0)),
-            ctx(6, &integer(code)),
-            ctx(9, &general_string(realm)),
-            ctx(10, &principal(2, &["krbtgt", realm])),
-        ]),
-    )
+    krb_error_with(code, realm, None)
+}
+
+/// A KRB-ERROR with `code` and an e-text.
+pub fn krb_error_text(code: u8, realm: &str, e_text: &str) -> Vec<u8> {
+    krb_error_with(code, realm, Some(e_text))
+}
+
+fn krb_error_with(code: u8, realm: &str, e_text: Option<&str>) -> Vec<u8> {
+    let mut fields = vec![
+        ctx(0, &integer(5)),
+        ctx(1, &integer(30)),
+        ctx(4, &tlv(0x18, b"20250101000000Z")),
+        ctx(5, &integer(0)),
+        ctx(6, &integer(code)),
+        ctx(9, &general_string(realm)),
+        ctx(10, &principal(2, &["krbtgt", realm])),
+    ];
+    if let Some(t) = e_text {
+        fields.push(ctx(11, &general_string(t)));
+    }
+    tlv(0x7e, &seq(&fields))
 }

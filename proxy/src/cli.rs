@@ -82,6 +82,16 @@ pub struct Args {
     #[arg(long, value_name = "CIDR", value_parser = crate::client::IpNet::parse)]
     pub trust_forwarded_for: Vec<crate::client::IpNet>,
 
+    /// Log format: text (key=value lines) or json (one object per line,
+    /// for a SIEM). [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = crate::logfmt::LogFormat::parse)]
+    pub log_format: Option<crate::logfmt::LogFormat>,
+
+    /// Write client and service principal names in the audit lines
+    /// (false leaves them out). [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub audit_principals: Option<bool>,
+
     /// Largest request record accepted, in bytes (K/KiB/M/MiB suffixes
     /// allowed). [default: 256KiB]
     #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]

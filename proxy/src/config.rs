@@ -10,6 +10,8 @@ use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
 use crate::limits::{self, Limits};
+use crate::logfmt::LogFormat;
+use crate::policy::Policy;
 use krb5_wss_proto::{Service, DEFAULT_KKDCP_PATH};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -32,6 +34,8 @@ pub struct RealmServers {
     /// Try each KDC over UDP first (TCP after no UDP answer, or after
     /// KRB_ERR_RESPONSE_TOO_BIG). kpasswd always uses TCP.
     pub udp: bool,
+    /// Which client and service principals may be asked for.
+    pub policy: Policy,
 }
 
 impl RealmServers {
@@ -88,6 +92,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// Principal names in the audit lines (false: left out).
+    pub audit_principals: bool,
 }
 
 impl Config {
@@ -128,6 +136,8 @@ struct ServerSection {
     kkdcp_path: Option<String>,
     allowed_origins: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
+    log_format: Option<String>,
+    audit_principals: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +169,14 @@ struct RealmSection {
     kpasswd: Vec<String>,
     #[serde(default)]
     udp: bool,
+    #[serde(default)]
+    allow_clients: Vec<String>,
+    #[serde(default)]
+    deny_clients: Vec<String>,
+    #[serde(default)]
+    allow_services: Vec<String>,
+    #[serde(default)]
+    deny_services: Vec<String>,
 }
 
 /// A byte count in TOML: an integer, or a string such as "128KiB".
@@ -315,10 +333,18 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let policy = Policy {
+            allow_clients: section.allow_clients,
+            deny_clients: section.deny_clients,
+            allow_services: section.allow_services,
+            deny_services: section.deny_services,
+        };
+        policy.validate(&name)?;
         let servers = RealmServers {
             kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
+            policy,
         };
         realms.insert(name, servers);
     }
@@ -441,6 +467,17 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
             .collect::<Result<Vec<_>, _>>()?
     };
 
+    // Audit lines.
+    let log_format = match (args.log_format, file.server.log_format) {
+        (Some(f), _) => f,
+        (None, Some(s)) => LogFormat::parse(&s).map_err(|e| format!("[server] {e}"))?,
+        (None, None) => LogFormat::default(),
+    };
+    let audit_principals = args
+        .audit_principals
+        .or(file.server.audit_principals)
+        .unwrap_or(true);
+
     Ok(Config {
         listen,
         transport,
@@ -450,6 +487,8 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         kkdcp_path,
         allowed_origins,
         trusted_proxies,
+        log_format,
+        audit_principals,
     })
 }
 
@@ -578,6 +617,8 @@ mod tests {
         kkdcp_path = "/kerberos"
         allowed_origins = ["https://App.Example.com/"]
         trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
+        log_format = "json"
+        audit_principals = false
 
         [limits]
         max_record_size = "64KiB"
@@ -599,6 +640,10 @@ mod tests {
         kdc = ["kdc1.example.com", "[2001:db8::88]:88"]
         kpasswd = ["kdc1.example.com"]
         udp = true
+        allow_clients = ["svc-*"]
+        deny_clients = ["svc-old@EXAMPLE.COM"]
+        allow_services = ["krbtgt/EXAMPLE.COM", "postgres/db.example.com"]
+        deny_services = ["kadmin/*"]
 
         [realms."OTHER.ORG"]
         kdc = ["192.0.2.7:750"]
@@ -643,6 +688,35 @@ mod tests {
         assert_eq!(c.kkdcp_path.as_deref(), Some("/kerberos"));
         assert_eq!(c.allowed_origins, ["https://app.example.com"]);
         assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.audit_principals);
+        let p = &c.realms["EXAMPLE.COM"].policy;
+        assert_eq!(p.allow_clients, ["svc-*"]);
+        assert_eq!(p.deny_clients, ["svc-old@EXAMPLE.COM"]);
+        assert_eq!(p.allow_services.len(), 2);
+        assert_eq!(p.deny_services, ["kadmin/*"]);
+        assert!(c.realms["OTHER.ORG"].policy.is_open());
+    }
+
+    #[test]
+    fn audit_settings() {
+        let base = ["--listen", "127.0.0.1:1", "--plaintext", "--realm", "A=k"];
+        let c = from(&base, "").unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.audit_principals);
+        let mut v = base.to_vec();
+        v.extend(["--log-format", "json", "--audit-principals", "false"]);
+        let c = from(&v, "[server]\nlog_format = \"text\"").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.audit_principals);
+        let err = from(&base, "[server]\nlog_format = \"xml\"").unwrap_err();
+        assert!(err.contains("log_format"), "{err}");
+        let err = from(
+            &base,
+            "[realms.\"A\"]\nkdc = [\"k\"]\ndeny_clients = [\"\"]",
+        )
+        .unwrap_err();
+        assert!(err.contains("deny_clients"), "{err}");
     }
 
     #[test]
@@ -840,6 +914,20 @@ mod tests {
         let c = merge(Args::default(), parse_file(text).unwrap(), None).unwrap();
         assert!(!c.realms.is_empty());
         c.limits.validate().unwrap();
+        // The audit and policy settings are shown, at their defaults.
+        for key in [
+            "log_format",
+            "audit_principals",
+            "allow_clients",
+            "deny_clients",
+            "allow_services",
+            "deny_services",
+        ] {
+            assert!(text.contains(&format!("\n{key} = ")), "example lacks {key}");
+        }
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.audit_principals);
+        assert!(c.realms.values().all(|r| r.policy.is_open()));
     }
 
     /// The limits' names, read from `Limits`'s own Debug output (so a new

@@ -1,9 +1,11 @@
 //! One exchange, independent of the transport that carried the request:
-//! check the record, find its realm's servers, forward it, log one line.
+//! check the record, find its realm's servers, apply the realm's policy,
+//! forward it, write one audit line (see [`crate::audit`]).
 //!
 //! The WebSocket session uses this for each record, the MS-KKDCP endpoint
 //! for each POST body.
 
+use crate::audit::Line;
 use crate::client::Client;
 use crate::config::Config;
 use crate::logfmt::Value;
@@ -11,7 +13,10 @@ use crate::metrics::Transport;
 use crate::state::Shared;
 use crate::upstream;
 use krb5_wss_proto::close::{self, CloseCode};
-use krb5_wss_proto::kerberos::{check_kdc_request, check_kpasswd_request, MessageError};
+use krb5_wss_proto::kerberos::{
+    check_kdc_request, check_kpasswd_request, kdc_reply, KdcReply, KdcRequestKind, MessageError,
+};
+use krb5_wss_proto::error_names;
 use krb5_wss_proto::Service;
 use std::fmt;
 use std::time::Instant;
@@ -54,6 +59,29 @@ pub struct Checked {
     pub realm: String,
     /// "AS-REQ", "TGS-REQ", "kpasswd-0x0001" or "kpasswd-0xff80".
     pub kind: String,
+    /// A KDC request's client name (AS-REQ `cname`), without the realm.
+    pub cname: Option<String>,
+    /// A KDC request's service name (`sname`), without the realm.
+    pub sname: Option<String>,
+}
+
+impl Checked {
+    /// True for an AS-REQ.
+    pub fn is_as_req(&self) -> bool {
+        self.kind == KdcRequestKind::AsReq.name()
+    }
+
+    /// Adds `realm`, `type` and (when `principals`) `cname` and `sname`.
+    fn fields(&self, line: &mut Line, principals: bool) {
+        line.text("realm", &self.realm).text("type", &self.kind);
+        if principals {
+            line.opt(
+                "cname",
+                self.cname.as_ref().map(|c| format!("{c}@{}", self.realm)),
+            )
+            .opt("sname", self.sname.as_deref());
+        }
+    }
 }
 
 impl fmt::Display for Checked {
@@ -68,10 +96,14 @@ pub fn check(service: Service, record: &[u8]) -> Result<Checked, MessageError> {
         Service::Kdc => check_kdc_request(record).map(|r| Checked {
             realm: r.realm,
             kind: r.kind.name().to_string(),
+            cname: r.cname.map(|n| n.to_string()),
+            sname: r.sname.map(|n| n.to_string()),
         }),
         Service::Kpasswd => check_kpasswd_request(record).map(|r| Checked {
             realm: r.realm,
             kind: format!("kpasswd-{:#06x}", r.version),
+            cname: None,
+            sname: None,
         }),
     }
 }
@@ -107,8 +139,13 @@ pub struct Request<'a> {
 /// to send back. A refused request is never forwarded.
 ///
 /// Logs one `exchange` line at info for every request that was forwarded
-/// (answered or not); refusals are for the caller to log (see
-/// [`log_refusal`]).
+/// (answered or not); refusals, a policy's included, are for the caller
+/// to log (see [`log_refusal`]).
+///
+/// The realm's policy and the audit settings are read from the active
+/// configuration at each request, so a reload applies them to
+/// connections already open too (a pooled client connection can live
+/// long); servers and limits stay the connection's.
 pub async fn run(
     shared: &Shared,
     config: &Config,
@@ -147,6 +184,27 @@ pub async fn run(
         }
         Some(r) => r,
     };
+    let now = shared.active();
+    let principals = now.config.audit_principals;
+    if service == Service::Kdc {
+        let policy = now
+            .config
+            .realms
+            .get(&checked.realm)
+            .map_or(&realm.policy, |r| &r.policy);
+        if let Err(denial) = policy.check(
+            &checked.realm,
+            checked.is_as_req(),
+            checked.cname.as_deref(),
+            checked.sname.as_deref(),
+        ) {
+            let mut detail = format!("[realms.{:?}] {denial}", checked.realm);
+            if let (true, Some(name)) = (principals, &denial.name) {
+                detail.push_str(&format!(" {name}"));
+            }
+            return Err(Refusal::new(close::POLICY_DENIED, detail).with_request(checked));
+        }
+    }
     let limits = &config.limits;
     let Some(_place) = shared.admission.upstream(limits.max_upstream_exchanges) else {
         return Err(Refusal::new(
@@ -165,27 +223,67 @@ pub async fn run(
     shared
         .metrics
         .exchange(service, transport, result.is_ok(), elapsed);
-    match result {
+    let mut line = Line::new("exchange");
+    line.text("client", client)
+        .text("service", service)
+        .text("transport", transport);
+    checked.fields(&mut line, principals);
+    let outcome = match result {
         Ok(reply) => {
-            log::info!(
-                "exchange client={client} service={service} transport={transport} {checked} \
-                 kdc={} kdc_transport={} result=ok reply_bytes={} elapsed_us={}",
-                reply.server,
-                reply.protocol,
-                reply.framed.len().saturating_sub(4),
-                elapsed.as_micros()
-            );
+            line.text("kdc", reply.server)
+                .text("kdc_transport", reply.protocol)
+                .text("result", "ok");
+            let message = reply.framed.get(4..).unwrap_or_default();
+            if service == Service::Kdc {
+                reply_fields(shared, &mut line, message, principals);
+            }
+            line.number("reply_bytes", message.len() as u64);
             Ok(reply.framed)
         }
         Err(failure) => {
             let error = failure.to_string();
-            log::info!(
-                "exchange client={client} service={service} transport={transport} {checked} \
-                 kdc=- result=failed error={} elapsed_us={}",
-                Value(&error),
-                elapsed.as_micros()
-            );
+            line.text("kdc", "-")
+                .text("result", "failed")
+                .text("error", &error);
             Err(Refusal::new(close::KDC_UNREACHABLE, error).with_request(checked))
+        }
+    };
+    line.number(
+        "elapsed_us",
+        elapsed.as_micros().min(u64::MAX as u128) as u64,
+    );
+    log::info!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
+    outcome
+}
+
+/// What the KDC's reply says in the clear: its type, the ticket's client,
+/// or the error by name (counted in the metrics) and its e-text.
+fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bool) {
+    match kdc_reply(message) {
+        Some(KdcReply::Ticket {
+            kind,
+            crealm,
+            cname,
+        }) => {
+            line.text("reply", kind);
+            if principals {
+                line.text("reply_cname", format!("{cname}@{crealm}"));
+            }
+        }
+        Some(KdcReply::Error { code, e_text }) => {
+            shared.metrics.krb_error(code);
+            line.text("reply", "KRB-ERROR")
+                .text(
+                    "krb_error",
+                    error_names::name(code)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("KRB_ERROR_{code}")),
+                )
+                .number("krb_error_code", code)
+                .opt("e_text", e_text);
+        }
+        None => {
+            line.text("reply", "-");
         }
     }
 }
@@ -202,19 +300,20 @@ pub fn log_refusal(
     http: Option<u16>,
 ) {
     shared.metrics.refusal(refusal.close);
-    let request = refusal
-        .request
-        .as_ref()
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default();
-    let status = http.map(|s| format!(" http={s}")).unwrap_or_default();
-    log::warn!(
-        "refused client={client} service={service} transport={transport} close={}{status} \
-         reason={}{request} detail={}",
-        refusal.close.code,
-        Value(refusal.close.reason),
-        Value(&refusal.detail)
-    );
+    let mut line = Line::new("refused");
+    line.text("client", client)
+        .text("service", service)
+        .text("transport", transport)
+        .number("close", refusal.close.code);
+    if let Some(s) = http {
+        line.number("http", s);
+    }
+    line.text("reason", refusal.close.reason);
+    if let Some(r) = &refusal.request {
+        r.fields(&mut line, shared.active().config.audit_principals);
+    }
+    line.text("detail", &refusal.detail);
+    log::warn!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
 }
 
 #[cfg(test)]
@@ -234,6 +333,12 @@ mod tests {
         assert!(check(Service::Kdc, b"hello").is_err());
         let c = check(Service::Kpasswd, &samples::kpasswd_req(0xff80, "A.ORG")).unwrap();
         assert_eq!(c.kind, "kpasswd-0xff80");
+    }
+
+    #[test]
+    fn audit_target_is_this_module() {
+        let here = module_path!().trim_end_matches("::tests");
+        assert_eq!(here, crate::logfmt::AUDIT_TARGET);
     }
 
     #[test]
@@ -257,6 +362,8 @@ mod tests {
             kkdcp_path: None,
             allowed_origins: vec![],
             trusted_proxies: vec![],
+            log_format: Default::default(),
+            audit_principals: true,
         }
     }
 
@@ -309,6 +416,46 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.close, close::REALM_NOT_SERVED);
         assert!(err.detail.contains("no kdc servers"), "{}", err.detail);
+    }
+
+    #[tokio::test]
+    async fn policy_denies_before_forwarding() {
+        // The KDC is unreachable: a forwarded request would be 4502.
+        let servers = RealmServers {
+            kdc: vec![crate::addr::parse_server("127.0.0.1:1", 88).unwrap()],
+            policy: crate::policy::Policy {
+                allow_services: vec!["krbtgt/A.ORG".into()],
+                deny_clients: vec!["mallory".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = config(&[("A.ORG", servers)]);
+        let shared = Shared::for_config(config.clone());
+        let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
+        let record = samples::tgs_req_for("A.ORG", &["host", "x"]);
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::POLICY_DENIED);
+        assert!(err.detail.contains("allow_services"), "{}", err.detail);
+        assert!(err.detail.ends_with(" host/x"), "{}", err.detail);
+        let record = samples::as_req_for("A.ORG", "mallory", &["krbtgt", "A.ORG"]);
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::POLICY_DENIED);
+        assert!(
+            err.detail.contains("deny_clients \"mallory\""),
+            "{}",
+            err.detail
+        );
+        // Allowed: forwarded (and unreachable).
+        let record = samples::as_req_for("A.ORG", "alice", &["krbtgt", "A.ORG"]);
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::KDC_UNREACHABLE);
     }
 
     #[tokio::test]

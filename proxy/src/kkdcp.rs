@@ -32,7 +32,7 @@ pub const CONTENT_TYPE: &str = "application/kerberos";
 /// reached give 503, as kdcproxy does.
 pub fn status_of(code: CloseCode) -> StatusCode {
     match code.code {
-        4403 => StatusCode::FORBIDDEN,
+        4401 | 4403 => StatusCode::FORBIDDEN,
         4408 => StatusCode::REQUEST_TIMEOUT,
         4413 => StatusCode::PAYLOAD_TOO_LARGE,
         4429 => StatusCode::TOO_MANY_REQUESTS,
@@ -194,6 +194,7 @@ mod tests {
     fn statuses() {
         assert_eq!(status_of(close::MALFORMED), StatusCode::BAD_REQUEST);
         assert_eq!(status_of(close::REALM_NOT_SERVED), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(close::POLICY_DENIED), StatusCode::FORBIDDEN);
         assert_eq!(status_of(close::TOO_LARGE), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
             status_of(close::RATE_LIMITED),

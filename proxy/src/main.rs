@@ -18,11 +18,13 @@
 
 mod addr;
 mod admission;
+mod audit;
 mod cli;
 mod client;
 mod config;
 mod exchange;
 mod fdlimit;
+mod glob;
 mod http;
 mod kkdcp;
 mod limits;
@@ -30,6 +32,7 @@ mod logfmt;
 mod metrics;
 mod ops;
 mod origin;
+mod policy;
 mod ratelimit;
 mod reload;
 mod server;
@@ -59,6 +62,15 @@ fn main() -> ExitCode {
         // writer, which cost ~7% of the proxy's instructions per exchange.
         .format(|buf, record| {
             use std::io::Write;
+            if logfmt::json() {
+                let line = logfmt::json_line(
+                    &buf.timestamp_micros().to_string(),
+                    record.level().as_str(),
+                    record.target(),
+                    &record.args().to_string(),
+                );
+                return writeln!(buf, "{line}");
+            }
             writeln!(
                 buf,
                 "[{} {:<5} {}] {}",
@@ -92,16 +104,19 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
     let c = &active.config;
     let mut out = std::io::stdout().lock();
     let kkdcp = c.kkdcp_path.as_deref().unwrap_or("off");
+    let policies = c.realms.values().filter(|r| !r.policy.is_open()).count();
     writeln!(
         out,
         "configuration ok: {} listen address(es) ({}://), {} realm(s), MS-KKDCP {kkdcp}, \
-         metrics {}",
+         metrics {}, log_format {}, audit_principals {}, {policies} realm(s) with a policy",
         c.listen.len(),
         c.transport.scheme(),
         c.realms.len(),
         c.metrics_listen
             .map(|a| a.to_string())
-            .unwrap_or_else(|| "off".into())
+            .unwrap_or_else(|| "off".into()),
+        c.log_format.name(),
+        c.audit_principals
     )
     .and_then(|()| out.flush())
     .map_err(|e| format!("cannot write to stdout: {e}"))
@@ -110,6 +125,7 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
 fn run(args: cli::Args) -> Result<(), String> {
     fdlimit::raise()?;
     let active = reload::build(&args)?;
+    logfmt::set_format(active.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("krb5-wss-proxy")
@@ -234,6 +250,18 @@ fn log_config(config: &config::Config) {
             list(&servers.kpasswd),
             servers.udp
         );
+        let p = &servers.policy;
+        if !p.is_open() {
+            log::info!(
+                "realm {} policy allow_clients={:?} deny_clients={:?} allow_services={:?} \
+                 deny_services={:?}",
+                logfmt::Value(realm),
+                p.allow_clients,
+                p.deny_clients,
+                p.allow_services,
+                p.deny_services
+            );
+        }
     }
     log::debug!("limits: {:?}", config.limits);
     for warning in risky_settings(config) {

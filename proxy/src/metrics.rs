@@ -6,7 +6,7 @@
 //! client), so the output is bounded.
 
 use crate::admission::Admission;
-use krb5_wss_proto::{close, Service};
+use krb5_wss_proto::{close, error_names, Service};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -70,12 +70,28 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     reloads: [AtomicU64; 2],
+    /// One counter per entry of `error_names::NAMES`, then one for codes
+    /// no RFC names.
+    krb_errors: Vec<AtomicU64>,
 }
 
 impl Metrics {
     /// A new set, all zero.
     pub fn new() -> Metrics {
-        Metrics::default()
+        Metrics {
+            krb_errors: (0..=error_names::NAMES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ..Metrics::default()
+        }
+    }
+
+    /// A KDC answered with KRB-ERROR `code`.
+    pub fn krb_error(&self, code: i64) {
+        let i = error_names::index(code).unwrap_or(error_names::NAMES.len());
+        if let Some(c) = self.krb_errors.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A connection was accepted (TCP).
@@ -200,6 +216,19 @@ impl Metrics {
         }
         let _ = writeln!(
             w,
+            "# HELP krb5_wss_proxy_krb_errors_total KRB-ERROR replies from the KDCs, by error code name.\n\
+             # TYPE krb5_wss_proxy_krb_errors_total counter"
+        );
+        let names = error_names::NAMES.iter().map(|(_, n)| *n).chain(["other"]);
+        for (n, c) in names.zip(&self.krb_errors) {
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_krb_errors_total{{code=\"{n}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            w,
             "# HELP krb5_wss_proxy_origin_refusals_total Requests refused (HTTP 403) for their Origin.\n\
              # TYPE krb5_wss_proxy_origin_refusals_total counter\n\
              krb5_wss_proxy_origin_refusals_total {}",
@@ -287,6 +316,10 @@ mod tests {
             Duration::from_secs(60),
         );
         m.refusal(close::REALM_NOT_SERVED);
+        m.krb_error(24);
+        m.krb_error(24);
+        m.krb_error(25);
+        m.krb_error(4242);
         m.reload(false);
         let _held = a.upstream(5);
         let text = m.render(&a, false);
@@ -295,6 +328,10 @@ mod tests {
             "krb5_wss_proxy_exchanges_total{service=\"kdc\",transport=\"kkdcp\",result=\"ok\"} 1",
             "krb5_wss_proxy_exchanges_total{service=\"kdc\",transport=\"websocket\",result=\"failed\"} 1",
             "krb5_wss_proxy_refusals_total{code=\"4403\",reason=\"realm not served\"} 1",
+            "krb5_wss_proxy_krb_errors_total{code=\"KDC_ERR_PREAUTH_FAILED\"} 2",
+            "krb5_wss_proxy_krb_errors_total{code=\"KDC_ERR_PREAUTH_REQUIRED\"} 1",
+            "krb5_wss_proxy_krb_errors_total{code=\"KDC_ERR_C_PRINCIPAL_UNKNOWN\"} 0",
+            "krb5_wss_proxy_krb_errors_total{code=\"other\"} 1",
             "krb5_wss_proxy_upstream_seconds_bucket{le=\"0.0025\"} 0",
             "krb5_wss_proxy_upstream_seconds_bucket{le=\"0.005\"} 1",
             "krb5_wss_proxy_upstream_seconds_bucket{le=\"+Inf\"} 2",

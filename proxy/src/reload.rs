@@ -59,6 +59,7 @@ pub fn reload(args: &Args, shared: &Shared) -> Result<Vec<String>, String> {
         notes.push("metrics_listen changed: it takes a restart".to_string());
         config.metrics_listen = old.config.metrics_listen;
     }
+    crate::logfmt::set_format(config.log_format);
     new.config = Arc::new(config);
     shared.replace(new);
     Ok(notes)
