@@ -319,10 +319,10 @@ def test_chromium_negotiate_gets_its_ticket_over_wss(realm, services, start_prox
     if os.environ.get("KRB5_WSS_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
 
-    # The proxy carried exactly one TGS-REQ meanwhile (the proxy logs the
-    # request type, not the service), and it was for HTTP/localhost: that
-    # is the KDC's only TGS_REQ, and the browser's libkrb5 asked for it.
+    # The proxy carried exactly one TGS-REQ meanwhile, for HTTP/localhost
+    # (its audit line names the service), and the KDC saw it.
     assert len(tgs) == 1 and f"realm={realm.name}" in tgs[0], proxy.log()
+    assert " sname=HTTP/localhost " in tgs[0], tgs[0]
     kdc_log = (Path(realm.k5.tmpdir) / "kdc.log").read_text()
     tgs_kdc = [l for l in kdc_log.splitlines() if "TGS_REQ" in l]
     assert len(tgs_kdc) >= 1 and f"HTTP/localhost@{realm.name}" in tgs_kdc[-1], kdc_log

@@ -18,10 +18,10 @@
 
 pub mod close;
 pub mod der;
+pub mod error_names;
 pub mod framing;
 pub mod kerberos;
 pub mod kkdcp;
-pub mod error_names;
 pub mod krb_error;
 pub mod principal;
 pub mod samples;

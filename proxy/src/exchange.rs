@@ -13,10 +13,10 @@ use crate::metrics::Transport;
 use crate::state::Shared;
 use crate::upstream;
 use krb5_wss_proto::close::{self, CloseCode};
+use krb5_wss_proto::error_names;
 use krb5_wss_proto::kerberos::{
     check_kdc_request, check_kpasswd_request, kdc_reply, KdcReply, KdcRequestKind, MessageError,
 };
-use krb5_wss_proto::error_names;
 use krb5_wss_proto::Service;
 use std::fmt;
 use std::time::Instant;
