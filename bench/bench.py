@@ -8,7 +8,7 @@ Builds a k5test realm and starts, on loopback with their own ports:
   - a second proxy in front of a canned KRB-ERROR responder (section C), and
     a third with the control point on (a realm policy, JSON audit lines);
   - a fresh proxy for the idle-connection memory (section D).
-Then runs sections A-F (and P, the profiles, with --profile), prints the
+Then runs sections A-F and L (and P, the profiles, with --profile), prints the
 table with PASS/MISS against each target, and writes table.txt and
 results.json under target/bench/<time>/. Every process started is stopped,
 also on failure or Ctrl-C.
@@ -329,7 +329,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.quick = args.quick
-        self.sections = set(args.only.upper().split(",")) if args.only else set("ABCDEF")
+        self.sections = set(args.only.upper().split(",")) if args.only else set("ABCDEFL")
         if args.profile:
             self.sections.add("P")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -1014,6 +1014,102 @@ class Bench:
 
     # -- P: profiles --------------------------------------------------------
 
+    # -- L ----------------------------------------------------------------
+
+    def section_l(self) -> None:
+        """A and B at round-trip times 0, 20 and 80 ms: a delaying forwarder
+        (bench/delay.py) in front of the KDC for the direct paths, in front
+        of the proxy for krb5-wss (plugin, relay) and in front of the HTTPS
+        server for MIT's KKDCP client (kdcproxy, or krb5-wss-proxy's
+        /KdcProxy). The same forwarder, with no delay, at 0 ms."""
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from delay import Delay
+
+        reps = 1 if self.quick else 3
+        rtts = [0, 20, 80]
+        anchors = {"http_anchors": f"FILE:{self.pki['ca']}"}
+        confs = self._mkdir("conf-l")
+        labels = {
+            "udp": "direct UDP (libkrb5's default)", "tcp": "direct TCP",
+            "wss": "krb5-wss (plugin)", "relay": "krb5-wss-relay (no plugin)",
+            "kkdcp": "MIT KKDCP + kdcproxy", "kkdcp-wss": "MIT KKDCP + krb5-wss-proxy",
+        }
+        res: dict = {}
+        title = (f"L. latency: A (20 kinit) and B (kvno x {N_SERVICES}) at round-trip times "
+                 f"{', '.join(map(str, rtts))} ms; {reps} run(s) each")
+        log(title)
+        for rtt in rtts:
+            one_way = rtt / 2000
+            delays = {
+                "kdc": Delay(("127.0.0.1", self.kdc_port), one_way, udp=True),
+                "proxy": Delay(("127.0.0.1", self.proxy_port), one_way),
+                "gunicorn": Delay(("127.0.0.1", self.kkdcp_port), one_way),
+            }
+            relay = None
+            try:
+                relay = self.procs.start(
+                    f"relay-l{rtt}",
+                    [str(RELAY_BIN), "--listen", "127.0.0.1:0",
+                     "--realm", f"{REALM}=wss://localhost:{delays['proxy'].port}/kdc",
+                     "--anchors", f"FILE:{self.pki['ca']}"],
+                    self.logs, stdout=subprocess.PIPE)
+                relay_port = read_listen_line(relay, f"relay-l{rtt}")
+                kdc = f"127.0.0.1:{delays['kdc'].port}"
+                clients = {
+                    "udp": Client(f"l{rtt}-udp", self.work, write_krb5_conf(
+                        confs / f"udp{rtt}.conf", [kdc]), self.empty_dir),
+                    "tcp": Client(f"l{rtt}-tcp", self.work, write_krb5_conf(
+                        confs / f"tcp{rtt}.conf", [kdc], libdefaults={"udp_preference_limit": "1"}),
+                        self.empty_dir),
+                    "wss": Client(f"l{rtt}-wss", self.work, write_krb5_conf(
+                        confs / f"wss{rtt}.conf", [f"wss://localhost:{delays['proxy'].port}/kdc"],
+                        anchors), self.plugin_dir),
+                    "relay": Client(f"l{rtt}-relay", self.work, write_krb5_conf(
+                        confs / f"relay{rtt}.conf", [f"127.0.0.1:{relay_port}"],
+                        libdefaults={"udp_preference_limit": "1"}), self.empty_dir),
+                    "kkdcp": Client(f"l{rtt}-kkdcp", self.work, write_krb5_conf(
+                        confs / f"kkdcp{rtt}.conf",
+                        [f"https://localhost:{delays['gunicorn'].port}/KdcProxy"], anchors),
+                        self.empty_dir),
+                    "kkdcp-wss": Client(f"l{rtt}-kkdcp-wss", self.work, write_krb5_conf(
+                        confs / f"kkdcpw{rtt}.conf",
+                        [f"https://localhost:{delays['proxy'].port}/KdcProxy"], anchors),
+                        self.empty_dir),
+                }
+                row = {}
+                for name, c in clients.items():
+                    c.timeloop(["kinit", self.user], 1, stdin=self.password + "\n")
+                    shutil.copyfile(c.ccache, c.tgt)
+                    a = [sum(c.timeloop(["kinit", self.user], 20, stdin=self.password + "\n"))
+                         for _ in range(reps)]
+                    b = [c.timeloop(["kvno"] + [f"svc{i}/localhost" for i in range(N_SERVICES)], 1,
+                                    copy=(c.tgt, c.ccache))[0] for _ in range(reps)]
+                    row[name] = {"A_s": median(a), "B_s": median(b)}
+                res[rtt] = row
+            finally:
+                if relay is not None:
+                    self.procs.stop(relay)
+                for d in delays.values():
+                    d.close()
+        self.say(title)
+        self.say(f"  {'path':<32}" + "".join(f"{f'A {r} ms':>11}{f'B {r} ms':>11}" for r in rtts)
+                 + "   (A per kinit, B per ticket)")
+        for name, label in labels.items():
+            cells = "".join(f"{res[r][name]['A_s'] / 20 * 1000:>9.1f}ms"
+                            f"{res[r][name]['B_s'] / N_SERVICES * 1000:>9.2f}ms" for r in rtts)
+            self.say(f"  {label:<32}{cells}")
+        self.say()
+        self.results["L"] = res
+        r20 = res[20]
+        b_tcp, b_wss, b_k = r20["tcp"]["B_s"], r20["wss"]["B_s"], r20["kkdcp"]["B_s"]
+        a_tcp, a_wss = r20["tcp"]["A_s"], r20["wss"]["A_s"]
+        self.target("L", "20 ms: B within 1.05x direct TCP", fmt_ratio(b_wss / b_tcp),
+                    b_wss / b_tcp <= 1.05)
+        self.target("L", "20 ms: B at least 3x faster than KKDCP", f"{b_k / b_wss:.2f}x faster",
+                    b_k / b_wss >= 3)
+        self.target("L", "20 ms: A within 1.1x direct TCP", fmt_ratio(a_wss / a_tcp),
+                    a_wss / a_tcp <= 1.1)
+
     # -- F ----------------------------------------------------------------
 
     def section_f(self) -> None:
@@ -1137,7 +1233,7 @@ class Bench:
         self.setup()
         for key, fn in (("A", lambda: self.section_ab("A")), ("B", lambda: self.section_ab("B")),
                         ("C", self.section_c), ("D", self.section_d), ("E", self.section_e),
-                        ("F", self.section_f), ("P", self.section_p)):
+                        ("F", self.section_f), ("L", self.section_l), ("P", self.section_p)):
             if key in self.sections:
                 try:
                     fn()
@@ -1206,7 +1302,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="krb5-wss benchmarks (run through bench/run)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, shorter windows")
     ap.add_argument("--profile", action="store_true", help="also run section P (profiles)")
-    ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,F,P")
+    ap.add_argument("--only", help="comma-separated sections: A,B,C,D,E,F,L,P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--compare-plugin-dir", type=Path,
                     help="section E also measures this plugin directory (e.g. an older build: "
