@@ -38,6 +38,7 @@ mod reload;
 mod server;
 mod session;
 mod state;
+mod throttle;
 mod tls;
 mod udp;
 mod upstream;

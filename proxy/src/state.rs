@@ -8,6 +8,7 @@
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::throttle;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub admission: Admission,
     /// Counters for the metrics endpoint.
     pub metrics: Metrics,
+    /// The password-guessing throttle's counters (kept across reloads).
+    pub throttle: throttle::Table,
     shutdown: watch::Sender<bool>,
 }
 
@@ -39,6 +42,7 @@ impl Shared {
             active: RwLock::new(Arc::new(active)),
             admission: Admission::new(),
             metrics: Metrics::new(),
+            throttle: throttle::Table::new(),
             shutdown,
         })
     }
@@ -82,7 +86,8 @@ impl Shared {
 
     /// The metrics text.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.admission, self.shutting_down())
+        self.metrics
+            .render(&self.admission, &self.throttle, self.shutting_down())
     }
 }
 
