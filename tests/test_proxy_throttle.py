@@ -13,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
 import threading
+import time
 
-from conftest import tls_proxy_args, wss_client
+import pytest
+
+from conftest import free_ports, tls_proxy_args, wss_client
 from test_kkdcp import post, proxy_message
 from test_proxy import client_ssl, expect_close, frame, recv, run, unframe, wait_for_log
 from websockets.asyncio.client import connect
@@ -253,3 +257,87 @@ def test_wrong_password_is_preauth_failed_through_the_proxy(start_proxy, pki, re
     # One failure is far from the default thresholds (5/20/50).
     assert "throttle key=" not in proxy.log()
     assert asyncio.run(answer(proxy, pki, realm, user(realm)))[:1] == b"\x7e"
+
+
+# ---------------------------------------------------------------------------
+# Shared counters in Redis
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Debian's redis-server on a free loopback port, in the test's temp dir."""
+    port = free_ports(1)
+    log = open(tmp_path / "redis.log", "w")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--daemonize", "no",
+                             "--dir", str(tmp_path)],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            (tmp_path / "redis.log").read_text()
+        time.sleep(0.05)
+    yield proc, port
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=10)
+    log.close()
+
+
+def test_two_proxies_share_counters_in_redis(start_proxy, pki, realm, plugin_dir, tmp_path,
+                                             redis_server):
+    other = bystander(realm)
+    redis, port = redis_server
+    store = f"redis://127.0.0.1:{port}"
+    flags = ("--throttle-store", store, "--throttle-pair-failures", "2",
+             "--throttle-address-failures", "100", "--throttle-principal-failures", "100")
+    a = start(start_proxy, pki, realm, *flags)
+    url_a = metrics_url(a)
+    b = start(start_proxy, pki, realm, *flags)
+    url_b = metrics_url(b)
+    # One wrong password through each proxy: 1 each locally, 2 in Redis.
+    for proxy, d in ((a, "a"), (b, "b")):
+        c = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / d)
+        r = c.kinit(password=WRONG)
+        assert r.returncode != 0 and "4423" not in r.output, r.output
+    wait_for_log(b, rf"throttle key=pair address=127\.0\.0\.1 principal={re.escape(realm.user)} "
+                    r"threshold=2 ")
+    assert "throttle key=" not in a.log()
+    wait_for_log(a, rf"throttle store {re.escape(store)} reachable: counting in Redis")
+    # Both refuse the pair; neither forwards it.
+    mark = kdc_log_end(realm)
+    for proxy in (a, b):
+        run(refused(proxy, pki, realm, user(realm)))
+        assert is_krb_error(run(answer(proxy, pki, realm, other)))
+    assert as_reqs_for(kdc_log(realm, mark), user(realm)) == []
+    for url in (url_a, url_b):
+        assert "krb5_wss_proxy_throttle_store_up 1" in metrics(url)
+
+    # Redis stops: both keep serving, on their local counters.
+    redis.terminate()
+    redis.wait(timeout=10)
+    for proxy in (a, b):
+        assert is_krb_error(run(answer(proxy, pki, realm, other)))
+        # The pair's cool-down was in Redis; locally it has one failure.
+        assert is_krb_error(run(answer(proxy, pki, realm, user(realm))))
+        wait_for_log(proxy, rf"throttle store {re.escape(store)} unreachable \(.*\): "
+                            r"counting locally")
+        assert proxy.log().count("unreachable (") == 1, "logged once per transition"
+    for url in (url_a, url_b):
+        assert "krb5_wss_proxy_throttle_store_up 0" in metrics(url)
+    # The local threshold still holds: a second failure through A trips it.
+    c = wss_client(realm, a.port, pki, plugin_dir, tmp_path / "a2")
+    r = c.kinit(password=WRONG)
+    assert r.returncode != 0, r.output
+    wait_for_log(a, rf"throttle key=pair address=127\.0\.0\.1 principal={re.escape(realm.user)} "
+                    r"threshold=2 ")
+    run(refused(a, pki, realm, user(realm)))
+    assert is_krb_error(run(answer(a, pki, realm, other)))
+    assert a.alive() and b.alive()

@@ -192,6 +192,12 @@ pub struct Args {
     /// [default: 100000]
     #[arg(long, value_name = "N")]
     pub throttle_max_keys: Option<usize>,
+
+    /// Share the throttle's counters through this Redis server
+    /// (redis://HOST:PORT), so that several proxies count together; when
+    /// it cannot be reached, each proxy counts locally. [default: none]
+    #[arg(long, value_name = "URL")]
+    pub throttle_store: Option<String>,
 }
 
 fn parse_kdc(s: &str) -> Result<(String, ServerAddr), String> {

@@ -175,6 +175,7 @@ struct ThrottleSection {
     window: Option<Seconds>,
     cooldown: Option<Seconds>,
     max_keys: Option<usize>,
+    store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +516,7 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         window: pick(args.throttle_window, f.window, d.window),
         cooldown: pick(args.throttle_cooldown, f.cooldown, d.cooldown),
         max_keys: args.throttle_max_keys.or(f.max_keys).unwrap_or(d.max_keys),
+        store: args.throttle_store.or(f.store),
     };
     throttle.validate()?;
 
@@ -1069,8 +1071,14 @@ mod tests {
             .filter_map(|part| part.split_once(':').map(|(k, _)| k.trim()))
             .filter(|k| !k.is_empty())
             .collect();
-        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert_eq!(keys.len(), 8, "{keys:?}");
         let example = include_str!("../krb5-wss-proxy.example.toml");
+        assert!(
+            example.contains("\n# store = \"redis://"),
+            "example lacks store"
+        );
+        assert!(d.store.is_none());
+        let keys: Vec<&str> = keys.into_iter().filter(|k| *k != "store").collect();
         for k in &keys {
             assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
         }

@@ -215,8 +215,15 @@ pub async fn run(
     };
     if let Some(principal) = &guessed {
         if let Err(t) = shared
-            .throttle
-            .check(settings, client.key(), principal, Instant::now())
+            .store
+            .check(
+                &shared.throttle,
+                settings,
+                &shared.metrics,
+                client.key(),
+                principal,
+            )
+            .await
         {
             shared.metrics.throttled(t.kind);
             return Err(Refusal::new(close::THROTTLED, t.to_string()).with_request(checked));
@@ -255,7 +262,7 @@ pub async fn run(
                 let error = reply_fields(shared, &mut line, message, principals);
                 if let (Some(principal), Some(code)) = (&guessed, error) {
                     if crate::throttle::is_failure(code) {
-                        count_failure(shared, settings, client, principal, principals);
+                        count_failure(shared, settings, client, principal, principals).await;
                     }
                 }
             }
@@ -280,7 +287,7 @@ pub async fn run(
 
 /// Counts a pre-authentication failure of `principal` from `client`;
 /// writes one `throttle` line (and counts a trip) for each key it trips.
-fn count_failure(
+async fn count_failure(
     shared: &Shared,
     settings: &crate::throttle::Settings,
     client: &Client,
@@ -288,10 +295,11 @@ fn count_failure(
     principals: bool,
 ) {
     let key = client.key();
-    for t in shared
-        .throttle
-        .failure(settings, key, principal, Instant::now())
-    {
+    let trips = shared
+        .store
+        .failure(&shared.throttle, settings, &shared.metrics, key, principal)
+        .await;
+    for t in trips {
         shared.metrics.throttle_trip(t.kind);
         let mut line = Line::new("throttle");
         line.text("key", t.kind.name());
@@ -546,7 +554,7 @@ mod tests {
         let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
         let settings = &config.throttle;
         for _ in 0..settings.pair_failures {
-            count_failure(&shared, settings, &client, "alice@A.ORG", true);
+            count_failure(&shared, settings, &client, "alice@A.ORG", true).await;
         }
         let record = samples::as_req_for("A.ORG", "alice", &["krbtgt", "A.ORG"]);
         let err = run(&shared, &config, &client, request(&record))

@@ -78,6 +78,8 @@ pub struct Metrics {
     throttled: [AtomicU64; 3],
     /// Keys that entered a cool-down, by [`Kind`].
     throttle_trips: [AtomicU64; 3],
+    /// 1 while the throttle counts in its Redis store.
+    store_up: AtomicU64,
 }
 
 impl Metrics {
@@ -107,6 +109,17 @@ impl Metrics {
     /// A `kind` key entered its cool-down.
     pub fn throttle_trip(&self, kind: Kind) {
         self.throttle_trips[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the throttle's Redis store answered its last call.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// True while the throttle counts in its Redis store.
+    #[cfg(test)]
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed) == 1
     }
 
     /// A connection was accepted (TCP).
@@ -280,9 +293,13 @@ impl Metrics {
              krb5_wss_proxy_throttle_keys {}\n\
              # HELP krb5_wss_proxy_throttle_evictions_total Keys evicted from the full throttle table.\n\
              # TYPE krb5_wss_proxy_throttle_evictions_total counter\n\
-             krb5_wss_proxy_throttle_evictions_total {}",
+             krb5_wss_proxy_throttle_evictions_total {}\n\
+             # HELP krb5_wss_proxy_throttle_store_up 1 while the throttle's counters are in its Redis store; 0 when counting locally (no store, or unreachable).\n\
+             # TYPE krb5_wss_proxy_throttle_store_up gauge\n\
+             krb5_wss_proxy_throttle_store_up {}",
             table.len(),
-            table.evicted()
+            table.evicted(),
+            get(&self.store_up)
         );
         let _ = writeln!(
             w,

@@ -31,6 +31,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The password-guessing throttle's counters (kept across reloads).
     pub throttle: throttle::Table,
+    /// The throttle's Redis store, when configured.
+    pub store: crate::throttle_store::Store,
     shutdown: watch::Sender<bool>,
 }
 
@@ -43,6 +45,7 @@ impl Shared {
             admission: Admission::new(),
             metrics: Metrics::new(),
             throttle: throttle::Table::new(),
+            store: crate::throttle_store::Store::new(),
             shutdown,
         })
     }

@@ -58,6 +58,9 @@ pub struct Settings {
     pub cooldown: Duration,
     /// Most keys held (each of the three kinds counts).
     pub max_keys: usize,
+    /// `redis://HOST:PORT`: share the counters through this Redis server
+    /// (see [`crate::throttle_store`]); none: local counters only.
+    pub store: Option<String>,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             window: Duration::from_secs(300),
             cooldown: Duration::from_secs(300),
             max_keys: 100_000,
+            store: None,
         }
     }
 }
@@ -99,10 +103,14 @@ impl Settings {
                 return Err(format!("[throttle] {name}: must be more than 0"));
             }
         }
+        if let Some(url) = &self.store {
+            crate::throttle_store::target(url)?;
+        }
         Ok(())
     }
 
-    fn threshold(&self, kind: Kind) -> u32 {
+    /// The threshold of `kind` keys.
+    pub fn threshold(&self, kind: Kind) -> u32 {
         match kind {
             Kind::Pair => self.pair_failures,
             Kind::Address => self.address_failures,
