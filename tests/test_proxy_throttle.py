@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import free_ports, tls_proxy_args, wss_client
+from conftest import PROXY_BIN, free_ports, tls_proxy_args, wss_client
 from test_kkdcp import post, proxy_message
 from test_proxy import client_ssl, expect_close, frame, recv, run, unframe, wait_for_log
 from websockets.asyncio.client import connect
@@ -257,6 +257,25 @@ def test_wrong_password_is_preauth_failed_through_the_proxy(start_proxy, pki, re
     # One failure is far from the default thresholds (5/20/50).
     assert "throttle key=" not in proxy.log()
     assert asyncio.run(answer(proxy, pki, realm, user(realm)))[:1] == b"\x7e"
+
+
+def test_check_config_names_the_throttle(pki, realm):
+    def check(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(PROXY_BIN), "--check-config", *tls_proxy_args(pki, realm),
+                               *flags], capture_output=True, text=True, timeout=20)
+
+    p = check()
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith(
+        "throttle pair=5 address=20 principal=50 failures per 300s, cooldown 300s, "
+        "max_keys 100000, store local"), p.stdout
+    p = check("--throttle-store", "redis://127.0.0.1:6379", "--throttle-window", "2m")
+    assert p.returncode == 0, p.stderr
+    assert "per 120s" in p.stdout and "store redis://127.0.0.1:6379" in p.stdout, p.stdout
+    assert "throttle off" in check("--throttle", "false").stdout
+    for bad, name in (("--throttle-store", "store"), ("--throttle-pair-failures", "pair_failures")):
+        p = check(bad, "0" if name == "pair_failures" else "http://x:1")
+        assert p.returncode == 1 and name in p.stderr, p.stderr
 
 
 # ---------------------------------------------------------------------------

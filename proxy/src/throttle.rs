@@ -109,6 +109,24 @@ impl Settings {
         Ok(())
     }
 
+    /// One line for the startup log and `--check-config`.
+    pub fn summary(&self) -> String {
+        if !self.enabled {
+            return "throttle off".into();
+        }
+        format!(
+            "throttle pair={} address={} principal={} failures per {}s, cooldown {}s, \
+             max_keys {}, store {}",
+            self.pair_failures,
+            self.address_failures,
+            self.principal_failures,
+            self.window.as_secs(),
+            self.cooldown.as_secs(),
+            self.max_keys,
+            self.store.as_deref().unwrap_or("local")
+        )
+    }
+
     /// The threshold of `kind` keys.
     pub fn threshold(&self, kind: Kind) -> u32 {
         match kind {
@@ -396,6 +414,11 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("cooldown"));
         assert!(is_failure(24) && is_failure(31) && !is_failure(25));
+        assert_eq!(
+            Settings::default().summary(),
+            "throttle pair=5 address=20 principal=50 failures per 300s, cooldown 300s, \
+             max_keys 100000, store local"
+        );
     }
 
     #[test]
