@@ -52,6 +52,14 @@ pub const REALM_NOT_SERVED: CloseCode = CloseCode {
     reason: "realm not served",
 };
 
+/// The KDC answered too many pre-authentication failures (wrong
+/// passwords) for this AS-REQ's principal, client address or the pair of
+/// them: its AS-REQs are refused for a cool-down; it was not forwarded.
+pub const THROTTLED: CloseCode = CloseCode {
+    code: 4423,
+    reason: "throttled: too many failed logins",
+};
+
 /// A record was started but not finished in time.
 pub const REQUEST_TIMEOUT: CloseCode = CloseCode {
     code: 4408,
@@ -90,6 +98,7 @@ pub const ALL: &[CloseCode] = &[
     MALFORMED,
     POLICY_DENIED,
     REALM_NOT_SERVED,
+    THROTTLED,
     REQUEST_TIMEOUT,
     TOO_LARGE,
     RATE_LIMITED,

@@ -159,6 +159,45 @@ pub struct Args {
     /// [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Refuse AS-REQs of a principal, a client address or a pair of them
+    /// for a cool-down once the KDC answered too many pre-authentication
+    /// failures (wrong passwords) for it; false turns it off.
+    /// [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub throttle: Option<bool>,
+
+    /// Failures of one principal from one client address within the
+    /// window that start its cool-down (close 4423). [default: 5]
+    #[arg(long, value_name = "N")]
+    pub throttle_pair_failures: Option<u32>,
+
+    /// Failures from one client address (IPv6: /64), any principal.
+    /// [default: 20]
+    #[arg(long, value_name = "N")]
+    pub throttle_address_failures: Option<u32>,
+
+    /// Failures of one principal, from any address. [default: 50]
+    #[arg(long, value_name = "N")]
+    pub throttle_principal_failures: Option<u32>,
+
+    /// The sliding window failures are counted in. [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub throttle_window: Option<Duration>,
+
+    /// How long a tripped key's AS-REQs are refused. [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
+    pub throttle_cooldown: Option<Duration>,
+
+    /// Most throttle keys held; past it the oldest is evicted.
+    /// [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub throttle_max_keys: Option<usize>,
+
+    /// Share the throttle's counters through this Redis server
+    /// (redis://HOST:PORT), so that several proxies count together; when
+    /// it cannot be reached, each proxy counts locally. [default: none]
+    #[arg(long, value_name = "URL")]
+    pub throttle_store: Option<String>,
 }
 
 fn parse_kdc(s: &str) -> Result<(String, ServerAddr), String> {

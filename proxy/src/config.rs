@@ -12,6 +12,7 @@ use crate::client::IpNet;
 use crate::limits::{self, Limits};
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
+use crate::throttle;
 use krb5_wss_proto::{Service, DEFAULT_KKDCP_PATH};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -96,6 +97,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Principal names in the audit lines (false: left out).
     pub audit_principals: bool,
+    /// The password-guessing throttle.
+    pub throttle: throttle::Settings,
 }
 
 impl Config {
@@ -120,6 +123,8 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    throttle: ThrottleSection,
     #[serde(default)]
     realms: BTreeMap<String, RealmSection>,
 }
@@ -158,6 +163,19 @@ struct LimitsSection {
     max_upstream_exchanges: Option<usize>,
     udp_timeout: Option<Seconds>,
     shutdown_timeout: Option<Seconds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThrottleSection {
+    enabled: Option<bool>,
+    pair_failures: Option<u32>,
+    address_failures: Option<u32>,
+    principal_failures: Option<u32>,
+    window: Option<Seconds>,
+    cooldown: Option<Seconds>,
+    max_keys: Option<usize>,
+    store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -478,6 +496,30 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         .or(file.server.audit_principals)
         .unwrap_or(true);
 
+    // Password-guessing throttle: defaults, then the file, then flags.
+    let d = throttle::Settings::default();
+    let f = file.throttle;
+    let throttle = throttle::Settings {
+        enabled: args.throttle.or(f.enabled).unwrap_or(d.enabled),
+        pair_failures: args
+            .throttle_pair_failures
+            .or(f.pair_failures)
+            .unwrap_or(d.pair_failures),
+        address_failures: args
+            .throttle_address_failures
+            .or(f.address_failures)
+            .unwrap_or(d.address_failures),
+        principal_failures: args
+            .throttle_principal_failures
+            .or(f.principal_failures)
+            .unwrap_or(d.principal_failures),
+        window: pick(args.throttle_window, f.window, d.window),
+        cooldown: pick(args.throttle_cooldown, f.cooldown, d.cooldown),
+        max_keys: args.throttle_max_keys.or(f.max_keys).unwrap_or(d.max_keys),
+        store: args.throttle_store.or(f.store),
+    };
+    throttle.validate()?;
+
     Ok(Config {
         listen,
         transport,
@@ -489,6 +531,7 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         trusted_proxies,
         log_format,
         audit_principals,
+        throttle,
     })
 }
 
@@ -1015,5 +1058,110 @@ mod tests {
                 "{name} disagrees: {pairs:?}"
             );
         }
+    }
+
+    /// The same for `[throttle]`: the example names every key at its
+    /// default, and `--help` and docs/proxy.md write the code's defaults.
+    #[test]
+    fn every_written_throttle_default_is_the_code_default() {
+        let d = throttle::Settings::default();
+        let debug = format!("{d:?}");
+        let keys: Vec<&str> = debug
+            .split(['{', ',', '}'])
+            .filter_map(|part| part.split_once(':').map(|(k, _)| k.trim()))
+            .filter(|k| !k.is_empty())
+            .collect();
+        assert_eq!(keys.len(), 8, "{keys:?}");
+        let example = include_str!("../krb5-wss-proxy.example.toml");
+        assert!(
+            example.contains("\n# store = \"redis://"),
+            "example lacks store"
+        );
+        assert!(d.store.is_none());
+        let keys: Vec<&str> = keys.into_iter().filter(|k| *k != "store").collect();
+        for k in &keys {
+            assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
+        }
+        let c = merge(Args::default(), parse_file(example).unwrap(), None).unwrap();
+        assert_eq!(
+            c.throttle, d,
+            "the example's [throttle] is not the defaults"
+        );
+
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        let docs = include_str!("../../docs/proxy.md");
+        for (name, text) in [("--help", help.as_str()), ("docs/proxy.md", docs)] {
+            let mut toml = String::from("[throttle]\n");
+            for k in &keys {
+                let flag = match *k {
+                    "enabled" => "--throttle".to_string(),
+                    k => format!("--throttle-{}", k.replace('_', "-")),
+                };
+                let value = if name == "--help" {
+                    let start = text
+                        .find(&format!("{flag} "))
+                        .unwrap_or_else(|| panic!("{flag}"));
+                    let rest = &text[start..];
+                    let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
+                    let block = &rest[..end];
+                    let at = block
+                        .find("[default: ")
+                        .unwrap_or_else(|| panic!("{flag} has no default"));
+                    block[at + 10..]
+                        .split(']')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                } else {
+                    let row = text
+                        .lines()
+                        .find(|l| l.contains(&format!("`[throttle] {k}`")))
+                        .unwrap_or_else(|| panic!("docs/proxy.md has no row for {k}"));
+                    row.split('|').nth(3).unwrap().trim().to_string()
+                };
+                if value.bytes().all(|b| b.is_ascii_digit()) || value == "true" || value == "false"
+                {
+                    toml.push_str(&format!("{k} = {value}\n"));
+                } else {
+                    toml.push_str(&format!("{k} = \"{value}\"\n"));
+                }
+            }
+            let c = from(
+                &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
+                &toml,
+            )
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+            assert_eq!(c.throttle, d, "{name} disagrees: {toml}");
+        }
+        // Flags override the file.
+        let c = from(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--plaintext",
+                "--realm",
+                "R=k",
+                "--throttle",
+                "false",
+                "--throttle-pair-failures",
+                "2",
+                "--throttle-cooldown",
+                "10s",
+            ],
+            "[throttle]\npair_failures = 9\nmax_keys = 50\n",
+        )
+        .unwrap();
+        assert!(!c.throttle.enabled);
+        assert_eq!(c.throttle.pair_failures, 2);
+        assert_eq!(c.throttle.max_keys, 50);
+        assert_eq!(c.throttle.cooldown, Duration::from_secs(10));
+        let err = from(
+            &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
+            "[throttle]\naddress_failures = 0\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("address_failures"), "{err}");
     }
 }

@@ -205,6 +205,30 @@ pub async fn run(
             return Err(Refusal::new(close::POLICY_DENIED, detail).with_request(checked));
         }
     }
+    // The throttle's principal: an AS-REQ's cname@realm.
+    let settings = &now.config.throttle;
+    let guessed = match (&checked.cname, service, settings.enabled) {
+        (Some(c), Service::Kdc, true) if checked.is_as_req() => {
+            Some(format!("{c}@{}", checked.realm))
+        }
+        _ => None,
+    };
+    if let Some(principal) = &guessed {
+        if let Err(t) = shared
+            .store
+            .check(
+                &shared.throttle,
+                settings,
+                &shared.metrics,
+                client.key(),
+                principal,
+            )
+            .await
+        {
+            shared.metrics.throttled(t.kind);
+            return Err(Refusal::new(close::THROTTLED, t.to_string()).with_request(checked));
+        }
+    }
     let limits = &config.limits;
     let Some(_place) = shared.admission.upstream(limits.max_upstream_exchanges) else {
         return Err(Refusal::new(
@@ -235,7 +259,12 @@ pub async fn run(
                 .text("result", "ok");
             let message = reply.framed.get(4..).unwrap_or_default();
             if service == Service::Kdc {
-                reply_fields(shared, &mut line, message, principals);
+                let error = reply_fields(shared, &mut line, message, principals);
+                if let (Some(principal), Some(code)) = (&guessed, error) {
+                    if crate::throttle::is_failure(code) {
+                        count_failure(shared, settings, client, principal, principals).await;
+                    }
+                }
             }
             line.number("reply_bytes", message.len() as u64);
             Ok(reply.framed)
@@ -256,9 +285,41 @@ pub async fn run(
     outcome
 }
 
+/// Counts a pre-authentication failure of `principal` from `client`;
+/// writes one `throttle` line (and counts a trip) for each key it trips.
+async fn count_failure(
+    shared: &Shared,
+    settings: &crate::throttle::Settings,
+    client: &Client,
+    principal: &str,
+    principals: bool,
+) {
+    let key = client.key();
+    let trips = shared
+        .store
+        .failure(&shared.throttle, settings, &shared.metrics, key, principal)
+        .await;
+    for t in trips {
+        shared.metrics.throttle_trip(t.kind);
+        let mut line = Line::new("throttle");
+        line.text("key", t.kind.name());
+        if t.kind != crate::throttle::Kind::Principal {
+            line.text("address", key);
+        }
+        if principals && t.kind != crate::throttle::Kind::Address {
+            line.text("principal", principal);
+        }
+        line.number("threshold", t.threshold)
+            .number("window_s", t.window.as_secs())
+            .number("cooldown_s", t.remaining.as_secs());
+        log::warn!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
+    }
+}
+
 /// What the KDC's reply says in the clear: its type, the ticket's client,
-/// or the error by name (counted in the metrics) and its e-text.
-fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bool) {
+/// or the error by name (counted in the metrics) and its e-text. Returns
+/// the KRB-ERROR code when the reply is one.
+fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bool) -> Option<i64> {
     match kdc_reply(message) {
         Some(KdcReply::Ticket {
             kind,
@@ -269,6 +330,7 @@ fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bo
             if principals {
                 line.text("reply_cname", format!("{cname}@{crealm}"));
             }
+            None
         }
         Some(KdcReply::Error { code, e_text }) => {
             shared.metrics.krb_error(code);
@@ -281,9 +343,11 @@ fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bo
                 )
                 .number("krb_error_code", code)
                 .opt("e_text", e_text);
+            Some(code)
         }
         None => {
             line.text("reply", "-");
+            None
         }
     }
 }
@@ -364,6 +428,7 @@ mod tests {
             trusted_proxies: vec![],
             log_format: Default::default(),
             audit_principals: true,
+            throttle: Default::default(),
         }
     }
 
@@ -475,5 +540,45 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.close, close::OVERLOADED);
         assert!(err.detail.contains("max_upstream_exchanges"));
+    }
+
+    #[tokio::test]
+    async fn throttled_as_req_is_refused_unforwarded() {
+        // The KDC is unreachable: a forwarded request would be 4502.
+        let servers = RealmServers {
+            kdc: vec![crate::addr::parse_server("127.0.0.1:1", 88).unwrap()],
+            ..Default::default()
+        };
+        let config = config(&[("A.ORG", servers)]);
+        let shared = Shared::for_config(config.clone());
+        let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
+        let settings = &config.throttle;
+        for _ in 0..settings.pair_failures {
+            count_failure(&shared, settings, &client, "alice@A.ORG", true).await;
+        }
+        let record = samples::as_req_for("A.ORG", "alice", &["krbtgt", "A.ORG"]);
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::THROTTLED);
+        assert!(err.detail.starts_with("pair key: 5 "), "{}", err.detail);
+        // Another principal, and alice from another address: forwarded.
+        let record = samples::as_req_for("A.ORG", "bob", &["krbtgt", "A.ORG"]);
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::KDC_UNREACHABLE);
+        let other = Client::direct("127.0.0.2:1".parse::<SocketAddr>().unwrap());
+        let record = samples::as_req_for("A.ORG", "alice", &["krbtgt", "A.ORG"]);
+        let err = run(&shared, &config, &other, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::KDC_UNREACHABLE);
+        // TGS-REQs are not throttled.
+        let record = samples::tgs_req("A.ORG");
+        let err = run(&shared, &config, &client, request(&record))
+            .await
+            .unwrap_err();
+        assert_eq!(err.close, close::KDC_UNREACHABLE);
     }
 }

@@ -35,7 +35,7 @@ pub fn status_of(code: CloseCode) -> StatusCode {
         4401 | 4403 => StatusCode::FORBIDDEN,
         4408 => StatusCode::REQUEST_TIMEOUT,
         4413 => StatusCode::PAYLOAD_TOO_LARGE,
-        4429 => StatusCode::TOO_MANY_REQUESTS,
+        4423 | 4429 => StatusCode::TOO_MANY_REQUESTS,
         4502 | 4503 | 1001 => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -195,6 +195,7 @@ mod tests {
         assert_eq!(status_of(close::MALFORMED), StatusCode::BAD_REQUEST);
         assert_eq!(status_of(close::REALM_NOT_SERVED), StatusCode::FORBIDDEN);
         assert_eq!(status_of(close::POLICY_DENIED), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(close::THROTTLED), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(status_of(close::TOO_LARGE), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
             status_of(close::RATE_LIMITED),

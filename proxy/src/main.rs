@@ -35,9 +35,12 @@ mod origin;
 mod policy;
 mod ratelimit;
 mod reload;
+mod resp;
 mod server;
 mod session;
 mod state;
+mod throttle;
+mod throttle_store;
 mod tls;
 mod udp;
 mod upstream;
@@ -108,7 +111,7 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
     writeln!(
         out,
         "configuration ok: {} listen address(es) ({}://), {} realm(s), MS-KKDCP {kkdcp}, \
-         metrics {}, log_format {}, audit_principals {}, {policies} realm(s) with a policy",
+         metrics {}, log_format {}, audit_principals {}, {policies} realm(s) with a policy, {}",
         c.listen.len(),
         c.transport.scheme(),
         c.realms.len(),
@@ -116,7 +119,8 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         c.log_format.name(),
-        c.audit_principals
+        c.audit_principals,
+        c.throttle.summary()
     )
     .and_then(|()| out.flush())
     .map_err(|e| format!("cannot write to stdout: {e}"))
@@ -264,6 +268,7 @@ fn log_config(config: &config::Config) {
         }
     }
     log::debug!("limits: {:?}", config.limits);
+    log::info!("{}", config.throttle.summary());
     for warning in risky_settings(config) {
         log::warn!("{warning}");
     }

@@ -6,6 +6,7 @@
 //! client), so the output is bounded.
 
 use crate::admission::Admission;
+use crate::throttle::{self, Kind};
 use krb5_wss_proto::{close, error_names, Service};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,12 @@ pub struct Metrics {
     /// One counter per entry of `error_names::NAMES`, then one for codes
     /// no RFC names.
     krb_errors: Vec<AtomicU64>,
+    /// AS-REQs refused by the throttle, by [`Kind`].
+    throttled: [AtomicU64; 3],
+    /// Keys that entered a cool-down, by [`Kind`].
+    throttle_trips: [AtomicU64; 3],
+    /// 1 while the throttle counts in its Redis store.
+    store_up: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +99,27 @@ impl Metrics {
         if let Some(c) = self.krb_errors.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An AS-REQ was refused because its `kind` key is in cool-down.
+    pub fn throttled(&self, kind: Kind) {
+        self.throttled[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `kind` key entered its cool-down.
+    pub fn throttle_trip(&self, kind: Kind) {
+        self.throttle_trips[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the throttle's Redis store answered its last call.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// True while the throttle counts in its Redis store.
+    #[cfg(test)]
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed) == 1
     }
 
     /// A connection was accepted (TCP).
@@ -141,7 +169,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read from `admission`.
-    pub fn render(&self, admission: &Admission, shutting_down: bool) -> String {
+    pub fn render(
+        &self,
+        admission: &Admission,
+        table: &throttle::Table,
+        shutting_down: bool,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // Writing to a String cannot fail.
@@ -227,6 +260,47 @@ impl Metrics {
                 get(c)
             );
         }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_throttled_total AS-REQs refused (4423) because a key is in cool-down, by key kind.\n\
+             # TYPE krb5_wss_proxy_throttled_total counter"
+        );
+        for k in Kind::ALL {
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_throttled_total{{key=\"{}\"}} {}",
+                k.name(),
+                get(&self.throttled[k.index()])
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_throttle_trips_total Keys that reached their pre-authentication failure threshold, by key kind.\n\
+             # TYPE krb5_wss_proxy_throttle_trips_total counter"
+        );
+        for k in Kind::ALL {
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_throttle_trips_total{{key=\"{}\"}} {}",
+                k.name(),
+                get(&self.throttle_trips[k.index()])
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_throttle_keys Keys in the throttle's table (max_keys).\n\
+             # TYPE krb5_wss_proxy_throttle_keys gauge\n\
+             krb5_wss_proxy_throttle_keys {}\n\
+             # HELP krb5_wss_proxy_throttle_evictions_total Keys evicted from the full throttle table.\n\
+             # TYPE krb5_wss_proxy_throttle_evictions_total counter\n\
+             krb5_wss_proxy_throttle_evictions_total {}\n\
+             # HELP krb5_wss_proxy_throttle_store_up 1 while the throttle's counters are in its Redis store; 0 when counting locally (no store, or unreachable).\n\
+             # TYPE krb5_wss_proxy_throttle_store_up gauge\n\
+             krb5_wss_proxy_throttle_store_up {}",
+            table.len(),
+            table.evicted(),
+            get(&self.store_up)
+        );
         let _ = writeln!(
             w,
             "# HELP krb5_wss_proxy_origin_refusals_total Requests refused (HTTP 403) for their Origin.\n\
@@ -322,7 +396,9 @@ mod tests {
         m.krb_error(4242);
         m.reload(false);
         let _held = a.upstream(5);
-        let text = m.render(&a, false);
+        m.throttled(Kind::Pair);
+        m.throttle_trip(Kind::Principal);
+        let text = m.render(&a, &throttle::Table::new(), false);
         for line in [
             "krb5_wss_proxy_connections_total 1",
             "krb5_wss_proxy_exchanges_total{service=\"kdc\",transport=\"kkdcp\",result=\"ok\"} 1",
@@ -339,6 +415,10 @@ mod tests {
             "krb5_wss_proxy_upstream_in_flight 1",
             "krb5_wss_proxy_reloads_total{result=\"failed\"} 1",
             "krb5_wss_proxy_shutting_down 0",
+            "krb5_wss_proxy_throttled_total{key=\"pair\"} 1",
+            "krb5_wss_proxy_throttled_total{key=\"address\"} 0",
+            "krb5_wss_proxy_throttle_trips_total{key=\"principal\"} 1",
+            "krb5_wss_proxy_throttle_keys 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

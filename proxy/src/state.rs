@@ -8,6 +8,7 @@
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::throttle;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -28,6 +29,10 @@ pub struct Shared {
     pub admission: Admission,
     /// Counters for the metrics endpoint.
     pub metrics: Metrics,
+    /// The password-guessing throttle's counters (kept across reloads).
+    pub throttle: throttle::Table,
+    /// The throttle's Redis store, when configured.
+    pub store: crate::throttle_store::Store,
     shutdown: watch::Sender<bool>,
 }
 
@@ -39,6 +44,8 @@ impl Shared {
             active: RwLock::new(Arc::new(active)),
             admission: Admission::new(),
             metrics: Metrics::new(),
+            throttle: throttle::Table::new(),
+            store: crate::throttle_store::Store::new(),
             shutdown,
         })
     }
@@ -82,7 +89,8 @@ impl Shared {
 
     /// The metrics text.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.admission, self.shutting_down())
+        self.metrics
+            .render(&self.admission, &self.throttle, self.shutting_down())
     }
 }
 
