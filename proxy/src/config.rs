@@ -984,6 +984,35 @@ mod tests {
             .collect()
     }
 
+    /// The "[default: X]" that `--help` text shows for `flag`.
+    fn help_default(help: &str, flag: &str) -> String {
+        // "--flag <N>" ... "[default: X]" before the next flag.
+        let start = help
+            .find(&format!("{flag} "))
+            .unwrap_or_else(|| panic!("{flag}"));
+        let rest = &help[start..];
+        let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
+        let block = &rest[..end];
+        let at = block
+            .find("[default: ")
+            .unwrap_or_else(|| panic!("{flag} has no default"));
+        block[at + 10..]
+            .split(']')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The default column of docs/proxy.md's row for `[section] key`.
+    fn docs_default(docs: &str, section: &str, key: &str) -> String {
+        let row = docs
+            .lines()
+            .find(|l| l.contains(&format!("`[{section}] {key}`")))
+            .unwrap_or_else(|| panic!("docs/proxy.md has no row for [{section}] {key}"));
+        row.split('|').nth(3).unwrap().trim().to_string()
+    }
+
     /// Limits from `key -> written default` pairs, through the TOML parser.
     fn limits_from_written(pairs: &[(String, String)]) -> Limits {
         let mut toml = String::from("[limits]\n");
@@ -1027,28 +1056,9 @@ mod tests {
             for k in &keys {
                 let flag = format!("--{}", k.replace('_', "-"));
                 let value = if name == "--help" {
-                    // "--flag <N>" ... "[default: X]" before the next flag.
-                    let start = text
-                        .find(&format!("{flag} "))
-                        .unwrap_or_else(|| panic!("{flag}"));
-                    let rest = &text[start..];
-                    let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
-                    let block = &rest[..end];
-                    let at = block
-                        .find("[default: ")
-                        .unwrap_or_else(|| panic!("{flag} has no default"));
-                    block[at + 10..]
-                        .split(']')
-                        .next()
-                        .unwrap()
-                        .trim()
-                        .to_string()
+                    help_default(text, &flag)
                 } else {
-                    let row = text
-                        .lines()
-                        .find(|l| l.contains(&format!("`[limits] {k}`")))
-                        .unwrap_or_else(|| panic!("docs/proxy.md has no row for {k}"));
-                    row.split('|').nth(3).unwrap().trim().to_string()
+                    docs_default(text, "limits", k)
                 };
                 pairs.push((k.clone(), value));
             }
@@ -1099,27 +1109,9 @@ mod tests {
                     k => format!("--throttle-{}", k.replace('_', "-")),
                 };
                 let value = if name == "--help" {
-                    let start = text
-                        .find(&format!("{flag} "))
-                        .unwrap_or_else(|| panic!("{flag}"));
-                    let rest = &text[start..];
-                    let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
-                    let block = &rest[..end];
-                    let at = block
-                        .find("[default: ")
-                        .unwrap_or_else(|| panic!("{flag} has no default"));
-                    block[at + 10..]
-                        .split(']')
-                        .next()
-                        .unwrap()
-                        .trim()
-                        .to_string()
+                    help_default(text, &flag)
                 } else {
-                    let row = text
-                        .lines()
-                        .find(|l| l.contains(&format!("`[throttle] {k}`")))
-                        .unwrap_or_else(|| panic!("docs/proxy.md has no row for {k}"));
-                    row.split('|').nth(3).unwrap().trim().to_string()
+                    docs_default(text, "throttle", k)
                 };
                 if value.bytes().all(|b| b.is_ascii_digit()) || value == "true" || value == "false"
                 {
