@@ -320,6 +320,11 @@ pub fn check_kpasswd_request(record: &[u8]) -> Result<KpasswdRequest, MessageErr
 ///
 /// The proxy uses it on UDP replies, to see KRB_ERR_RESPONSE_TOO_BIG.
 pub fn krb_error_code(message: &[u8]) -> Option<i64> {
+    krb_error_head(message).map(|(code, _)| code)
+}
+
+/// A KRB-ERROR's error-code, and a reader at the fields after it.
+fn krb_error_head(message: &[u8]) -> Option<(i64, Reader<'_>)> {
     // KRB-ERROR ::= [APPLICATION 30] SEQUENCE { pvno[0], msg-type[1],
     //   ctime[2] OPTIONAL, cusec[3] OPTIONAL, stime[4], susec[5],
     //   error-code[6], ... }
@@ -337,7 +342,8 @@ pub fn krb_error_code(message: &[u8]) -> Option<i64> {
     f.optional(Tag::context(3)).ok()?;
     f.expect(Tag::context(4)).ok()?;
     f.expect(Tag::context(5)).ok()?;
-    f.context_integer(6).ok()
+    let code = f.context_integer(6).ok()?;
+    Some((code, f))
 }
 
 /// What a KDC's reply says in the clear, for the audit log.
@@ -400,21 +406,7 @@ pub fn kdc_reply(message: &[u8]) -> Option<KdcReply> {
 }
 
 fn krb_error(message: &[u8]) -> Option<KdcReply> {
-    let mut outer = Reader::new(message);
-    let seq = outer.expect(Tag::application(KRB_ERROR)).ok()?;
-    outer.finish().ok()?;
-    let mut w = Reader::new(seq);
-    let fields = w.expect(Tag::SEQUENCE).ok()?;
-    w.finish().ok()?;
-    let mut f = Reader::new(fields);
-    if f.context_integer(0).ok()? != 5 || f.context_integer(1).ok()? != i64::from(KRB_ERROR) {
-        return None;
-    }
-    f.optional(Tag::context(2)).ok()?;
-    f.optional(Tag::context(3)).ok()?;
-    f.expect(Tag::context(4)).ok()?;
-    f.expect(Tag::context(5)).ok()?;
-    let code = f.context_integer(6).ok()?;
+    let (code, mut f) = krb_error_head(message)?;
     // crealm[7] OPTIONAL, cname[8] OPTIONAL, realm[9], sname[10],
     // e-text[11] KerberosString OPTIONAL, e-data[12] OPTIONAL.
     let e_text = (|| {
