@@ -1,14 +1,15 @@
-//! The command line.
-//!
-//! Every flag has a counterpart in the TOML configuration file (see
-//! `config.rs` and `docs/proxy.md`); flags override the file.
+//! The command line: the realms' flags (`--realm`, `--kpasswd`, `--udp`),
+//! `--config` and `--check-config` here, and one flag per setting of the
+//! `[server]`, `[limits]` and `[throttle]` sections, made from their
+//! definitions ([`crate::settings`]). Flags override the file.
 
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
-use crate::limits;
-use clap::Parser;
-use std::net::SocketAddr;
+use crate::limits::Limits;
+use crate::server_settings::ServerSettings;
+use crate::settings::{self, Def, Given};
+use crate::throttle;
+use clap::{ArgMatches, Command, Parser};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Kerberos over WebSockets: accepts wss:// connections on /kdc and
 /// /kpasswd and forwards each Kerberos request to the configured KDCs of
@@ -25,23 +26,6 @@ pub struct Args {
     #[arg(long)]
     pub check_config: bool,
 
-    /// Address to listen on; repeatable (port 0 picks a free port).
-    /// [default: none; required here or in the config file]
-    #[arg(long, value_name = "IP:PORT", value_parser = addr::parse_listen)]
-    pub listen: Vec<SocketAddr>,
-
-    /// TLS certificate chain (PEM), leaf certificate first.
-    #[arg(long, value_name = "FILE")]
-    pub cert: Option<PathBuf>,
-
-    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) matching --cert.
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-
-    /// Serve ws:// without TLS (only behind a TLS-terminating web server).
-    #[arg(long)]
-    pub plaintext: bool,
-
     /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
     /// (tried in the order given). Port defaults to 88.
     #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]
@@ -57,147 +41,37 @@ pub struct Args {
     #[arg(long, value_name = "REALM")]
     pub udp: Vec<String>,
 
-    /// Serve Prometheus metrics (/metrics) and a health check (/healthz)
-    /// over plain HTTP on this address. [default: none]
-    #[arg(long, value_name = "IP:PORT", value_parser = addr::parse_listen)]
-    pub metrics_listen: Option<SocketAddr>,
+    /// The settings given as flags.
+    #[command(flatten)]
+    pub given: Given,
+}
 
-    /// Path of the MS-KKDCP endpoint (POST). [default: /KdcProxy]
-    #[arg(long, value_name = "PATH")]
-    pub kkdcp_path: Option<String>,
+/// Every section's definitions with their defaults, in `--help`'s order.
+pub fn tables() -> Vec<Vec<(&'static Def, String)>> {
+    vec![
+        settings::described::<ServerSettings>(),
+        settings::described::<Limits>(),
+        settings::described::<throttle::Settings>(),
+    ]
+}
 
-    /// Turn the MS-KKDCP endpoint off.
-    #[arg(long)]
-    pub no_kkdcp: bool,
+impl clap::FromArgMatches for Given {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(settings::collect(m, &tables()))
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = settings::collect(m, &tables());
+        Ok(())
+    }
+}
 
-    /// Serve requests carrying this Origin header (scheme://host[:port],
-    /// or * for any); repeatable. Requests with any other Origin get 403;
-    /// requests without one are served. [default: none allowed]
-    #[arg(long, value_name = "ORIGIN")]
-    pub allow_origin: Vec<String>,
-
-    /// Take the client address from X-Forwarded-For when the connection
-    /// comes from this address or network (IP or IP/PREFIX); repeatable.
-    /// [default: never]
-    #[arg(long, value_name = "CIDR", value_parser = crate::client::IpNet::parse)]
-    pub trust_forwarded_for: Vec<crate::client::IpNet>,
-
-    /// Log format: text (key=value lines) or json (one object per line,
-    /// for a SIEM). [default: text]
-    #[arg(long, value_name = "FORMAT", value_parser = crate::logfmt::LogFormat::parse)]
-    pub log_format: Option<crate::logfmt::LogFormat>,
-
-    /// Write client and service principal names in the audit lines
-    /// (false leaves them out). [default: true]
-    #[arg(long, value_name = "BOOL")]
-    pub audit_principals: Option<bool>,
-
-    /// Largest request record accepted, in bytes (K/KiB/M/MiB suffixes
-    /// allowed). [default: 256KiB]
-    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
-    pub max_record_size: Option<usize>,
-
-    /// Largest KDC reply accepted, in bytes. [default: 1MiB]
-    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
-    pub max_reply_size: Option<usize>,
-
-    /// Bytes of partial records held across all connections at once; a
-    /// record that would take more closes 4503. [default: 256MiB]
-    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
-    pub max_partial_bytes: Option<usize>,
-
-    /// Most client connections open at once. [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-
-    /// Deadline for the TLS + HTTP + WebSocket handshake. [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub handshake_timeout: Option<Duration>,
-
-    /// Close a WebSocket (1000 "idle") after this long without a record.
-    /// [default: 60s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-
-    /// Close (4408) when a started record is not complete after this long.
-    /// [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub record_timeout: Option<Duration>,
-
-    /// Deadline to resolve and connect to one KDC. [default: 3s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub connect_timeout: Option<Duration>,
-
-    /// Deadline for one KDC to answer once connected. [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub reply_timeout: Option<Duration>,
-
-    /// Deadline to hand a reply or close frame to a client. [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub send_timeout: Option<Duration>,
-
-    /// Most connections open at once from one client address (IPv6: per
-    /// /64); over it, close 4429. [default: 100]
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_address: Option<usize>,
-
-    /// Requests per second one connection may make (bursts of as many);
-    /// over it, close 4429. [default: 1000]
-    #[arg(long, value_name = "N")]
-    pub max_requests_per_second: Option<u32>,
-
-    /// Upstream exchanges in progress at once; over it, close 4503.
-    /// [default: 1000]
-    #[arg(long, value_name = "N")]
-    pub max_upstream_exchanges: Option<usize>,
-
-    /// Wait for a KDC's UDP reply before trying TCP. [default: 1s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub udp_timeout: Option<Duration>,
-
-    /// On SIGTERM, wait at most this long for exchanges in progress.
-    /// [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
-    /// Refuse AS-REQs of a principal, a client address or a pair of them
-    /// for a cool-down once the KDC answered too many pre-authentication
-    /// failures (wrong passwords) for it; false turns it off.
-    /// [default: true]
-    #[arg(long, value_name = "BOOL")]
-    pub throttle: Option<bool>,
-
-    /// Failures of one principal from one client address within the
-    /// window that start its cool-down (close 4423). [default: 5]
-    #[arg(long, value_name = "N")]
-    pub throttle_pair_failures: Option<u32>,
-
-    /// Failures from one client address (IPv6: /64), any principal.
-    /// [default: 20]
-    #[arg(long, value_name = "N")]
-    pub throttle_address_failures: Option<u32>,
-
-    /// Failures of one principal, from any address. [default: 50]
-    #[arg(long, value_name = "N")]
-    pub throttle_principal_failures: Option<u32>,
-
-    /// The sliding window failures are counted in. [default: 5m]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub throttle_window: Option<Duration>,
-
-    /// How long a tripped key's AS-REQs are refused. [default: 5m]
-    #[arg(long, value_name = "DURATION", value_parser = limits::parse_duration)]
-    pub throttle_cooldown: Option<Duration>,
-
-    /// Most throttle keys held; past it the oldest is evicted.
-    /// [default: 100000]
-    #[arg(long, value_name = "N")]
-    pub throttle_max_keys: Option<usize>,
-
-    /// Share the throttle's counters through this Redis server
-    /// (redis://HOST:PORT), so that several proxies count together; when
-    /// it cannot be reached, each proxy counts locally. [default: none]
-    #[arg(long, value_name = "URL")]
-    pub throttle_store: Option<String>,
+impl clap::Args for Given {
+    fn augment_args(cmd: Command) -> Command {
+        settings::augment(cmd, &tables())
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        settings::augment(cmd, &tables())
+    }
 }
 
 fn parse_kdc(s: &str) -> Result<(String, ServerAddr), String> {
@@ -215,6 +89,14 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("krb5-wss-proxy").chain(args.iter().copied()))
+    }
+
+    fn given<'a>(a: &'a Args, flag: &str) -> Vec<&'a str> {
+        a.given
+            .0
+            .get(flag)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -237,17 +119,17 @@ mod tests {
             "EXAMPLE.COM=kdc.example.com:464",
         ])
         .unwrap();
-        assert_eq!(a.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
-        assert_eq!(a.cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(given(&a, "listen"), ["127.0.0.1:8443"]);
+        assert_eq!(given(&a, "cert"), ["cert.pem"]);
         assert_eq!(a.realms.len(), 1);
         assert_eq!(a.realms[0].0, "EXAMPLE.COM");
         assert_eq!(a.realms[0].1.to_string(), "kdc.example.com:88");
         assert_eq!(a.kpasswd[0].1.to_string(), "kdc.example.com:464");
-        assert!(!a.plaintext);
+        assert!(given(&a, "plaintext").is_empty());
     }
 
     #[test]
-    fn repeatable_flags_and_default_ports() {
+    fn repeatable_flags_switches_and_default_ports() {
         let a = parse(&[
             "--listen",
             "127.0.0.1:0",
@@ -260,69 +142,35 @@ mod tests {
             "--kpasswd",
             "A.ORG=kdc1",
             "--plaintext",
+            "--no-kkdcp",
+            "--udp",
+            "A.ORG",
         ])
         .unwrap();
-        assert_eq!(a.listen.len(), 2);
+        assert_eq!(given(&a, "listen"), ["127.0.0.1:0", "[::1]:0"]);
         let kdcs: Vec<String> = a.realms.iter().map(|(_, s)| s.to_string()).collect();
         assert_eq!(kdcs, ["kdc1:88", "[2001:db8::1]:88"]);
         assert_eq!(a.kpasswd[0].1.to_string(), "kdc1:464");
-        assert!(a.plaintext);
-    }
-
-    #[test]
-    fn limits_flags() {
-        let a = parse(&[
-            "--max-record-size",
-            "64KiB",
-            "--idle-timeout",
-            "500ms",
-            "--max-connections",
-            "5",
-        ])
-        .unwrap();
-        assert_eq!(a.max_record_size, Some(65536));
-        assert_eq!(a.idle_timeout, Some(Duration::from_millis(500)));
-        assert_eq!(a.max_connections, Some(5));
-        let a = parse(&[
-            "--max-connections-per-address",
-            "3",
-            "--max-requests-per-second",
-            "7",
-            "--max-upstream-exchanges",
-            "9",
-            "--udp-timeout",
-            "250ms",
-            "--shutdown-timeout",
-            "2",
-            "--udp",
-            "A.ORG",
-            "--metrics-listen",
-            "127.0.0.1:9464",
-            "--allow-origin",
-            "https://app.example.com",
-            "--trust-forwarded-for",
-            "127.0.0.1",
-            "--kkdcp-path",
-            "/kkdcp",
-            "--check-config",
-        ])
-        .unwrap();
-        assert_eq!(a.max_connections_per_address, Some(3));
-        assert_eq!(a.max_requests_per_second, Some(7));
-        assert_eq!(a.max_upstream_exchanges, Some(9));
-        assert_eq!(a.udp_timeout, Some(Duration::from_millis(250)));
-        assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(given(&a, "plaintext"), ["true"]);
+        assert_eq!(given(&a, "no-kkdcp"), ["false"]);
         assert_eq!(a.udp, ["A.ORG"]);
-        assert_eq!(a.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
-        assert_eq!(a.allow_origin, ["https://app.example.com"]);
-        assert_eq!(a.trust_forwarded_for.len(), 1);
-        assert_eq!(a.kkdcp_path.as_deref(), Some("/kkdcp"));
-        assert!(a.check_config && !a.no_kkdcp);
-        assert!(parse(&["--trust-forwarded-for", "example.com"]).is_err());
     }
 
     #[test]
-    fn bad_realm_argument_is_named() {
+    fn every_setting_has_its_flag() {
+        let help = Args::command().render_long_help().to_string();
+        for (d, default) in tables().iter().flatten() {
+            assert!(help.contains(&format!("--{}", d.flag)), "{}", d.flag);
+            assert!(!d.help.is_empty(), "{} has no description", d.key);
+            assert!(help.contains(&format!("[default: {default}]")), "{}", d.key);
+        }
+        let a = parse(&["--max-record-size", "64KiB", "--throttle", "false"]).unwrap();
+        assert_eq!(given(&a, "max-record-size"), ["64KiB"]);
+        assert_eq!(given(&a, "throttle"), ["false"]);
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_flag() {
         let err = parse(&["--realm", "EXAMPLE.COM"]).unwrap_err().to_string();
         assert!(err.contains("--realm"), "{err}");
         assert!(err.contains("EXAMPLE.COM"), "{err}");
@@ -330,7 +178,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--kpasswd") && err.contains("99999"), "{err}");
-        let err = parse(&["--listen", "localhost:1"]).unwrap_err().to_string();
-        assert!(err.contains("--listen"), "{err}");
+        for (flag, bad) in [
+            ("--listen", "localhost:1"),
+            ("--max-record-size", "12 bytes"),
+            ("--idle-timeout", "forever"),
+            ("--throttle", "maybe"),
+            ("--trust-forwarded-for", "example.com"),
+            ("--kkdcp-path", "kdcproxy"),
+        ] {
+            let err = parse(&[flag, bad]).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains(bad), "{flag}: {err}");
+        }
     }
 }

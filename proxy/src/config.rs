@@ -9,15 +9,15 @@
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
-use crate::limits::{self, Limits};
+use crate::limits::Limits;
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
+use crate::server_settings::ServerSettings;
+use crate::settings::{Given, Layers, Section, Table};
 use crate::throttle;
-use krb5_wss_proto::{Service, DEFAULT_KKDCP_PATH};
-use serde::de::{self, Deserializer, Visitor};
+use krb5_wss_proto::Service;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,67 +115,19 @@ impl Config {
     }
 }
 
-/// The TOML file, as written.
+/// The TOML file, as written: the settings sections as key → value (read
+/// by their definitions), the realms typed.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
-    server: ServerSection,
+    server: Section,
     #[serde(default)]
-    limits: LimitsSection,
+    limits: Section,
     #[serde(default)]
-    throttle: ThrottleSection,
+    throttle: Section,
     #[serde(default)]
     realms: BTreeMap<String, RealmSection>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerSection {
-    listen: Option<Vec<String>>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    plaintext: Option<bool>,
-    metrics_listen: Option<String>,
-    kkdcp: Option<bool>,
-    kkdcp_path: Option<String>,
-    allowed_origins: Option<Vec<String>>,
-    trusted_proxies: Option<Vec<String>>,
-    log_format: Option<String>,
-    audit_principals: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsSection {
-    max_record_size: Option<Size>,
-    max_partial_bytes: Option<Size>,
-    max_reply_size: Option<Size>,
-    max_connections: Option<usize>,
-    handshake_timeout: Option<Seconds>,
-    idle_timeout: Option<Seconds>,
-    record_timeout: Option<Seconds>,
-    connect_timeout: Option<Seconds>,
-    reply_timeout: Option<Seconds>,
-    send_timeout: Option<Seconds>,
-    max_connections_per_address: Option<usize>,
-    max_requests_per_second: Option<u32>,
-    max_upstream_exchanges: Option<usize>,
-    udp_timeout: Option<Seconds>,
-    shutdown_timeout: Option<Seconds>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ThrottleSection {
-    enabled: Option<bool>,
-    pair_failures: Option<u32>,
-    address_failures: Option<u32>,
-    principal_failures: Option<u32>,
-    window: Option<Seconds>,
-    cooldown: Option<Seconds>,
-    max_keys: Option<usize>,
-    store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,93 +149,62 @@ struct RealmSection {
     deny_services: Vec<String>,
 }
 
-/// A byte count in TOML: an integer, or a string such as "128KiB".
-#[derive(Debug, Clone, Copy)]
-struct Size(usize);
+/// A configuration file read and parsed, with what its errors name.
+#[derive(Debug, Default)]
+struct Loaded {
+    file: FileConfig,
+    /// Its text (for the lines errors name).
+    text: String,
+    /// How errors name it ("config file PATH: ").
+    name: String,
+    /// Its directory, for relative paths.
+    dir: Option<PathBuf>,
+}
 
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a byte count: an integer or a string like \"128KiB\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                usize::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("{v} is not a byte count")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
-                usize::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("{v} is too large")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                limits::parse_size(v).map(Size).map_err(E::custom)
-            }
+impl Loaded {
+    /// Parses `text`, naming `name` in errors.
+    fn parse(text: String, name: String, dir: Option<PathBuf>) -> Result<Loaded, String> {
+        let file =
+            toml::from_str(&text).map_err(|e| format!("{name}{}", e.to_string().trim_end()))?;
+        Ok(Loaded {
+            file,
+            text,
+            name,
+            dir,
+        })
+    }
+
+    /// Reads and parses a configuration file, naming it in every error.
+    fn read(path: &Path) -> Result<Loaded, String> {
+        use std::io::Read;
+        let name = format!("config file {}: ", path.display());
+        let file = std::fs::File::open(path).map_err(|e| format!("{name}{e}"))?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{name}{e}"))?;
+        if text.len() as u64 > MAX_CONFIG_FILE {
+            return Err(format!("{name}larger than {MAX_CONFIG_FILE} bytes"));
         }
-        d.deserialize_any(V)
+        Loaded::parse(text, name, path.parent().map(Path::to_path_buf))
     }
-}
 
-/// A duration in TOML: seconds as a number, or a string like "500ms".
-#[derive(Debug, Clone, Copy)]
-struct Seconds(Duration);
+    /// A section's settings: the defaults, then this file's values, then
+    /// the command line's.
+    fn settings<T: Table>(&self, section: &Section, given: &Given) -> Result<T, String> {
+        let mut t = T::default();
+        t.apply_file(section, &self.text)
+            .map_err(|e| format!("{}{e}", self.name))?;
+        t.apply_cli(given)?;
+        Ok(t)
+    }
 
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration: seconds as a number, or a string like \"500ms\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                limits::seconds(v)
-                    .map(Seconds)
-                    .map_err(|e| E::custom(format!("{v}: {e}")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
-                limits::parse_duration(v).map(Seconds).map_err(E::custom)
-            }
+    /// Resolves `p` relative to the file's directory.
+    fn relative(&self, p: Option<PathBuf>) -> Option<PathBuf> {
+        match (p, &self.dir) {
+            (Some(p), Some(dir)) if p.is_relative() => Some(dir.join(p)),
+            (p, _) => p,
         }
-        d.deserialize_any(V)
-    }
-}
-
-/// Reads and parses a configuration file, naming it in every error.
-fn load_file(path: &Path) -> Result<FileConfig, String> {
-    use std::io::Read;
-    let name = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("config file {name}: {e}"))?;
-    let mut text = String::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("config file {name}: {e}"))?;
-    if text.len() as u64 > MAX_CONFIG_FILE {
-        return Err(format!(
-            "config file {name}: larger than {MAX_CONFIG_FILE} bytes"
-        ));
-    }
-    parse_file(&text).map_err(|e| format!("config file {name}: {e}"))
-}
-
-fn parse_file(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
-}
-
-/// Resolves `p` relative to the configuration file's directory.
-fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
-    match base {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p,
     }
 }
 
@@ -291,39 +212,36 @@ impl Config {
     /// Builds the configuration from the command line and the file it
     /// names (if any), and validates it.
     pub fn from_args(args: Args) -> Result<Config, String> {
-        let (file, base) = match &args.config {
-            Some(path) => (load_file(path)?, path.parent().map(Path::to_path_buf)),
-            None => (FileConfig::default(), None),
+        let loaded = match &args.config {
+            Some(path) => Loaded::read(path)?,
+            None => Loaded::default(),
         };
-        merge(args, file, base.as_deref())
+        merge(args, &loaded)
     }
 }
 
-fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, String> {
-    // Listen addresses.
-    let listen = if !args.listen.is_empty() {
-        args.listen
-    } else {
-        file.server
-            .listen
-            .unwrap_or_default()
-            .iter()
-            .map(|s| addr::parse_listen(s).map_err(|e| format!("[server] listen: {e}")))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
+    let file = &loaded.file;
+
+    // [server]: the file's paths are relative to it, the command line's
+    // to the working directory.
+    let mut server = ServerSettings::default();
+    server
+        .apply_file(&file.server, &loaded.text)
+        .map_err(|e| format!("{}{e}", loaded.name))?;
+    server.cert = loaded.relative(server.cert.take());
+    server.key = loaded.relative(server.key.take());
+    server.apply_cli(&args.given)?;
+    let limits: Limits = loaded.settings(&file.limits, &args.given)?;
+    limits.validate()?;
+    let throttle: throttle::Settings = loaded.settings(&file.throttle, &args.given)?;
+    throttle.validate()?;
+
+    let listen = server.listen;
     if listen.is_empty() {
         return Err("no listen address: give --listen IP:PORT (or [server] listen)".into());
     }
-
-    // TLS or plaintext.
-    let plaintext = args.plaintext || file.server.plaintext.unwrap_or(false);
-    let cert = args
-        .cert
-        .or_else(|| file.server.cert.map(|p| relative_to(base, p)));
-    let key = args
-        .key
-        .or_else(|| file.server.key.map(|p| relative_to(base, p)));
-    let transport = match (plaintext, cert, key) {
+    let transport = match (server.plaintext, server.cert, server.key) {
         (true, None, None) => Transport::Plaintext,
         (true, _, _) => {
             return Err(
@@ -342,8 +260,8 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
 
     // Realms: the file's, then the command line's lists replace per realm.
     let mut realms = BTreeMap::new();
-    for (name, section) in file.realms {
-        addr::check_realm(&name).map_err(|e| format!("[realms.{name:?}]: {e}"))?;
+    for (name, section) in &file.realms {
+        addr::check_realm(name).map_err(|e| format!("[realms.{name:?}]: {e}"))?;
         let parse_all = |list: &[String], port: u16, key: &str| {
             list.iter()
                 .map(|s| {
@@ -352,19 +270,19 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
                 .collect::<Result<Vec<_>, _>>()
         };
         let policy = Policy {
-            allow_clients: section.allow_clients,
-            deny_clients: section.deny_clients,
-            allow_services: section.allow_services,
-            deny_services: section.deny_services,
+            allow_clients: section.allow_clients.clone(),
+            deny_clients: section.deny_clients.clone(),
+            allow_services: section.allow_services.clone(),
+            deny_services: section.deny_services.clone(),
         };
-        policy.validate(&name)?;
+        policy.validate(name)?;
         let servers = RealmServers {
             kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
             policy,
         };
-        realms.insert(name, servers);
+        realms.insert(name.clone(), servers);
     }
     replace_lists(&mut realms, args.realms, |r| &mut r.kdc);
     replace_lists(&mut realms, args.kpasswd, |r| &mut r.kpasswd);
@@ -388,203 +306,31 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         ));
     }
 
-    // Limits: defaults, then the file, then the command line.
-    let d = Limits::default();
-    let f = file.limits;
-    let limits = Limits {
-        max_record_size: args
-            .max_record_size
-            .or(f.max_record_size.map(|s| s.0))
-            .unwrap_or(d.max_record_size),
-        max_reply_size: args
-            .max_reply_size
-            .or(f.max_reply_size.map(|s| s.0))
-            .unwrap_or(d.max_reply_size),
-        max_partial_bytes: args
-            .max_partial_bytes
-            .or(f.max_partial_bytes.map(|s| s.0))
-            .unwrap_or(d.max_partial_bytes),
-        max_connections: args
-            .max_connections
-            .or(f.max_connections)
-            .unwrap_or(d.max_connections),
-        handshake_timeout: pick(
-            args.handshake_timeout,
-            f.handshake_timeout,
-            d.handshake_timeout,
-        ),
-        idle_timeout: pick(args.idle_timeout, f.idle_timeout, d.idle_timeout),
-        record_timeout: pick(args.record_timeout, f.record_timeout, d.record_timeout),
-        connect_timeout: pick(args.connect_timeout, f.connect_timeout, d.connect_timeout),
-        reply_timeout: pick(args.reply_timeout, f.reply_timeout, d.reply_timeout),
-        send_timeout: pick(args.send_timeout, f.send_timeout, d.send_timeout),
-        max_connections_per_address: args
-            .max_connections_per_address
-            .or(f.max_connections_per_address)
-            .unwrap_or(d.max_connections_per_address),
-        max_requests_per_second: args
-            .max_requests_per_second
-            .or(f.max_requests_per_second)
-            .unwrap_or(d.max_requests_per_second),
-        max_upstream_exchanges: args
-            .max_upstream_exchanges
-            .or(f.max_upstream_exchanges)
-            .unwrap_or(d.max_upstream_exchanges),
-        udp_timeout: pick(args.udp_timeout, f.udp_timeout, d.udp_timeout),
-        shutdown_timeout: pick(
-            args.shutdown_timeout,
-            f.shutdown_timeout,
-            d.shutdown_timeout,
-        ),
-    };
-    limits.validate()?;
-
-    // Metrics listener.
-    let metrics_listen = match (args.metrics_listen, file.server.metrics_listen) {
-        (Some(a), _) => Some(a),
-        (None, Some(s)) => {
-            Some(addr::parse_listen(&s).map_err(|e| format!("[server] metrics_listen: {e}"))?)
-        }
-        (None, None) => None,
-    };
-    if let Some(m) = metrics_listen {
+    if let Some(m) = server.metrics_listen {
         if m.port() != 0 && listen.contains(&m) {
             return Err(format!(
                 "metrics_listen {m} is also a listen address: give it its own"
             ));
         }
     }
-
-    // MS-KKDCP endpoint.
-    let kkdcp_on = !args.no_kkdcp && file.server.kkdcp.unwrap_or(true);
-    let kkdcp_path = match (args.kkdcp_path, file.server.kkdcp_path) {
-        (Some(p), _) | (None, Some(p)) => p,
-        (None, None) => DEFAULT_KKDCP_PATH.to_string(),
-    };
-    check_kkdcp_path(&kkdcp_path)?;
-    let kkdcp_path = kkdcp_on.then_some(kkdcp_path);
-
-    // Origins and trusted fronts: the command line's list replaces the file's.
-    let origins = if !args.allow_origin.is_empty() {
-        args.allow_origin
-    } else {
-        file.server.allowed_origins.unwrap_or_default()
-    };
-    let allowed_origins = origins
-        .iter()
-        .map(|o| normalize_origin(o))
-        .collect::<Result<Vec<_>, _>>()?;
-    let trusted_proxies = if !args.trust_forwarded_for.is_empty() {
-        args.trust_forwarded_for
-    } else {
-        file.server
-            .trusted_proxies
-            .unwrap_or_default()
-            .iter()
-            .map(|s| IpNet::parse(s).map_err(|e| format!("[server] trusted_proxies: {e}")))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-
-    // Audit lines.
-    let log_format = match (args.log_format, file.server.log_format) {
-        (Some(f), _) => f,
-        (None, Some(s)) => LogFormat::parse(&s).map_err(|e| format!("[server] {e}"))?,
-        (None, None) => LogFormat::default(),
-    };
-    let audit_principals = args
-        .audit_principals
-        .or(file.server.audit_principals)
-        .unwrap_or(true);
-
-    // Password-guessing throttle: defaults, then the file, then flags.
-    let d = throttle::Settings::default();
-    let f = file.throttle;
-    let throttle = throttle::Settings {
-        enabled: args.throttle.or(f.enabled).unwrap_or(d.enabled),
-        pair_failures: args
-            .throttle_pair_failures
-            .or(f.pair_failures)
-            .unwrap_or(d.pair_failures),
-        address_failures: args
-            .throttle_address_failures
-            .or(f.address_failures)
-            .unwrap_or(d.address_failures),
-        principal_failures: args
-            .throttle_principal_failures
-            .or(f.principal_failures)
-            .unwrap_or(d.principal_failures),
-        window: pick(args.throttle_window, f.window, d.window),
-        cooldown: pick(args.throttle_cooldown, f.cooldown, d.cooldown),
-        max_keys: args.throttle_max_keys.or(f.max_keys).unwrap_or(d.max_keys),
-        store: args.throttle_store.or(f.store),
-    };
-    throttle.validate()?;
+    let p = &server.kkdcp_path;
+    if p == Service::Kdc.default_path() || p == Service::Kpasswd.default_path() {
+        return Err(format!("kkdcp_path {p:?} is a WebSocket path"));
+    }
 
     Ok(Config {
         listen,
         transport,
         realms,
         limits,
-        metrics_listen,
-        kkdcp_path,
-        allowed_origins,
-        trusted_proxies,
-        log_format,
-        audit_principals,
+        metrics_listen: server.metrics_listen,
+        kkdcp_path: server.kkdcp.then_some(server.kkdcp_path),
+        allowed_origins: server.allowed_origins,
+        trusted_proxies: server.trusted_proxies,
+        log_format: server.log_format,
+        audit_principals: server.audit_principals,
         throttle,
     })
-}
-
-/// Checks the MS-KKDCP path: absolute, plain characters, not one of the
-/// WebSocket paths.
-fn check_kkdcp_path(p: &str) -> Result<(), String> {
-    let plain = p.len() <= 256
-        && p.starts_with('/')
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'));
-    if !plain {
-        return Err(format!(
-            "kkdcp_path {p:?}: must start with '/' and hold only letters, digits and / - _ . ~"
-        ));
-    }
-    if p == Service::Kdc.default_path() || p == Service::Kpasswd.default_path() {
-        return Err(format!("kkdcp_path {p:?} is a WebSocket path"));
-    }
-    Ok(())
-}
-
-/// Normalizes an allowed origin: `*`, `null`, or `scheme://host[:port]`
-/// (lower case, no path).
-pub fn normalize_origin(o: &str) -> Result<String, String> {
-    let lower = o.trim().trim_end_matches('/').to_ascii_lowercase();
-    if lower == "*" || lower == "null" {
-        return Ok(lower);
-    }
-    let ok = match lower.split_once("://") {
-        Some((scheme, host)) => {
-            !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-                && !host.is_empty()
-                && host.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-                })
-        }
-        None => false,
-    };
-    if ok {
-        Ok(lower)
-    } else {
-        Err(format!(
-            "allowed origin {o:?}: expected scheme://host[:port] (e.g. https://app.example.com), null or *"
-        ))
-    }
-}
-
-fn pick(cli: Option<Duration>, file: Option<Seconds>, default: Duration) -> Duration {
-    cli.or(file.map(|s| s.0)).unwrap_or(default)
 }
 
 /// Groups command-line `(realm, server)` pairs by realm, keeping their
@@ -606,18 +352,17 @@ fn replace_lists(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::{docs_rows, Kind, Secs};
     use clap::Parser;
 
-    fn args(list: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("krb5-wss-proxy").chain(list.iter().copied())).unwrap()
+    fn args(list: &[&str]) -> Result<Args, String> {
+        Args::try_parse_from(std::iter::once("krb5-wss-proxy").chain(list.iter().copied()))
+            .map_err(|e| e.to_string())
     }
 
     fn from(list: &[&str], toml: &str) -> Result<Config, String> {
-        merge(
-            args(list),
-            parse_file(toml)?,
-            Some(Path::new("/etc/krb5-wss")),
-        )
+        let loaded = Loaded::parse(toml.into(), String::new(), Some("/etc/krb5-wss".into()))?;
+        merge(args(list)?, &loaded)
     }
 
     const TLS: &[&str] = &["--cert", "c.pem", "--key", "k.pem"];
@@ -781,8 +526,10 @@ mod tests {
         assert!(with(&["--udp", "B"]).unwrap_err().contains("--udp B"));
         for bad in ["kdcproxy", "/kdc", "/a b", "/a?b"] {
             let err = with(&["--kkdcp-path", bad]).unwrap_err();
-            assert!(err.contains("kkdcp_path"), "{bad}: {err}");
+            assert!(err.contains("kkdcp"), "{bad}: {err}");
         }
+        let err = from(&base, "[server]\nkkdcp_path = \"/kpasswd\"").unwrap_err();
+        assert!(err.contains("WebSocket path"), "{err}");
         for bad in ["app.example.com", "https://", "https://a/b", "https://a b"] {
             let err = with(&["--allow-origin", bad]).unwrap_err();
             assert!(err.contains("allowed origin"), "{bad}: {err}");
@@ -839,7 +586,7 @@ mod tests {
             "realm = \"A.ORG\"",
         ] {
             let err = from(TLS, toml).unwrap_err();
-            assert!(err.contains("unknown field"), "{toml}: {err}");
+            assert!(err.contains("unknown"), "{toml}: {err}");
         }
     }
 
@@ -945,215 +692,137 @@ mod tests {
 
     #[test]
     fn missing_config_file_is_named() {
-        let mut a = args(&[]);
+        let mut a = args(&[]).unwrap();
         a.config = Some("/nonexistent/krb5-wss-proxy.toml".into());
         let err = Config::from_args(a).unwrap_err();
         assert!(err.contains("/nonexistent/krb5-wss-proxy.toml"), "{err}");
     }
 
     #[test]
-    fn example_file_parses() {
+    fn file_errors_name_the_line_and_key() {
+        let err = from(TLS, "[limits]\n\nidle_timeout = \"forever\"").unwrap_err();
+        assert!(
+            err.contains("line 3") && err.contains("[limits] idle_timeout"),
+            "{err}"
+        );
+        let err = from(TLS, "[throttle]\nmax_keyz = 5").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("known: enabled"),
+            "{err}"
+        );
+        let err = from(TLS, "[server]\nplaintext = \"yes\"").unwrap_err();
+        assert!(
+            err.contains("[server] plaintext") && err.contains("true or false"),
+            "{err}"
+        );
+    }
+
+    /// The section `[name]` of a TOML text, up to the next section.
+    fn section_text<'a>(text: &'a str, name: &str) -> &'a str {
+        let head = format!("\n[{name}]\n");
+        let start = text.find(&head).unwrap_or_else(|| panic!("no [{name}]")) + head.len();
+        let rest = &text[start..];
+        &rest[..rest.find("\n[").unwrap_or(rest.len())]
+    }
+
+    /// The example file names every setting in its section, and what it
+    /// sets is the default, except the listener's addresses and TLS files,
+    /// which have none.
+    #[test]
+    fn example_file_names_every_setting_at_its_default() {
         let text = include_str!("../krb5-wss-proxy.example.toml");
-        let c = merge(Args::default(), parse_file(text).unwrap(), None).unwrap();
-        assert!(!c.realms.is_empty());
-        c.limits.validate().unwrap();
-        // The audit and policy settings are shown, at their defaults.
-        for key in [
-            "log_format",
-            "audit_principals",
-            "allow_clients",
-            "deny_clients",
-            "allow_services",
-            "deny_services",
-        ] {
-            assert!(text.contains(&format!("\n{key} = ")), "example lacks {key}");
+        for (d, _) in crate::cli::tables().iter().flatten() {
+            let section = section_text(text, d.section);
+            let set = format!("\n{} = ", d.key);
+            let shown = format!("\n# {} = ", d.key);
+            assert!(
+                section.contains(&set)
+                    || section.contains(&shown)
+                    || section.starts_with(&set[1..]),
+                "the example's [{}] lacks {}",
+                d.section,
+                d.key
+            );
         }
-        assert_eq!(c.log_format, LogFormat::Text);
-        assert!(c.audit_principals);
+        let l = Loaded::parse(text.into(), String::new(), None).unwrap();
+        let none = Given::default();
+        let server: ServerSettings = l.settings(&l.file.server, &none).unwrap();
+        assert!(!server.listen.is_empty() && server.cert.is_some() && server.key.is_some());
+        let expected = ServerSettings {
+            listen: server.listen.clone(),
+            cert: server.cert.clone(),
+            key: server.key.clone(),
+            ..ServerSettings::default()
+        };
+        assert_eq!(
+            server, expected,
+            "the example's [server] is not the defaults"
+        );
+        let limits: Limits = l.settings(&l.file.limits, &none).unwrap();
+        assert_eq!(limits, Limits::default(), "the example's [limits]");
+        let throttle: throttle::Settings = l.settings(&l.file.throttle, &none).unwrap();
+        assert_eq!(
+            throttle,
+            throttle::Settings::default(),
+            "the example's [throttle]"
+        );
+        let c = merge(Args::default(), &l).unwrap();
+        assert!(!c.realms.is_empty());
         assert!(c.realms.values().all(|r| r.policy.is_open()));
     }
 
-    /// The limits' names, read from `Limits`'s own Debug output (so a new
-    /// field is in this list without anyone adding it).
-    fn limit_keys() -> Vec<String> {
-        let debug = format!("{:?}", Limits::default());
-        debug
-            .split(['{', ',', '}'])
-            .filter_map(|part| part.split_once(':').map(|(k, _)| k.trim().to_string()))
-            .filter(|k| !k.is_empty())
-            .collect()
-    }
-
-    /// The "[default: X]" that `--help` text shows for `flag`.
-    fn help_default(help: &str, flag: &str) -> String {
-        // "--flag <N>" ... "[default: X]" before the next flag.
-        let start = help
-            .find(&format!("{flag} "))
-            .unwrap_or_else(|| panic!("{flag}"));
-        let rest = &help[start..];
-        let end = rest[2..].find("\n  --").map_or(rest.len(), |i| i + 2);
-        let block = &rest[..end];
-        let at = block
-            .find("[default: ")
-            .unwrap_or_else(|| panic!("{flag} has no default"));
-        block[at + 10..]
-            .split(']')
-            .next()
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// The default column of docs/proxy.md's row for `[section] key`.
-    fn docs_default(docs: &str, section: &str, key: &str) -> String {
-        let row = docs
-            .lines()
-            .find(|l| l.contains(&format!("`[{section}] {key}`")))
-            .unwrap_or_else(|| panic!("docs/proxy.md has no row for [{section}] {key}"));
-        row.split('|').nth(3).unwrap().trim().to_string()
-    }
-
-    /// Limits from `key -> written default` pairs, through the TOML parser.
-    fn limits_from_written(pairs: &[(String, String)]) -> Limits {
-        let mut toml = String::from("[limits]\n");
-        for (k, v) in pairs {
-            if v.bytes().all(|b| b.is_ascii_digit()) {
-                toml.push_str(&format!("{k} = {v}\n"));
-            } else {
-                toml.push_str(&format!("{k} = \"{v}\"\n"));
-            }
-        }
-        from(
-            &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
-            &toml,
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
-        .limits
-    }
-
-    /// Every place a limit's default is written for people says what the
-    /// code's default is: the example TOML (which names every limit and
-    /// parses to exactly the defaults), `--help` and docs/proxy.md. (The
-    /// documented request rate once said 20 while the code said 1000.)
+    /// Every default as `--help` and the docs write it reads back as the
+    /// default, as a flag's value and as a file's.
     #[test]
-    fn every_written_default_is_the_code_default() {
-        let d = Limits::default();
-        let keys = limit_keys();
-        assert_eq!(keys.len(), 15, "{keys:?}");
-
-        let example = include_str!("../krb5-wss-proxy.example.toml");
-        for k in &keys {
-            assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
-        }
-        let c = merge(Args::default(), parse_file(example).unwrap(), None).unwrap();
-        assert_eq!(c.limits, d, "the example's [limits] are not the defaults");
-
-        use clap::CommandFactory;
-        let help = Args::command().render_long_help().to_string();
-        let docs = include_str!("../../docs/proxy.md");
-        for (name, text) in [("--help", help.as_str()), ("docs/proxy.md", docs)] {
-            let mut pairs = Vec::new();
-            for k in &keys {
-                let flag = format!("--{}", k.replace('_', "-"));
-                let value = if name == "--help" {
-                    help_default(text, &flag)
-                } else {
-                    docs_default(text, "limits", k)
-                };
-                pairs.push((k.clone(), value));
+    fn written_defaults_read_back() {
+        fn check<T: Table + PartialEq + std::fmt::Debug>() {
+            let d = T::default();
+            for (def, shown) in crate::settings::described::<T>() {
+                if shown == "none" {
+                    continue;
+                }
+                let mut t = T::default();
+                t.set_texts(def.key, std::slice::from_ref(&shown)).unwrap();
+                assert_eq!(t, d, "{} = {shown}", def.key);
             }
+        }
+        check::<ServerSettings>();
+        check::<Limits>();
+        check::<throttle::Settings>();
+        assert_eq!(Secs::show(&Duration::from_secs(300)), "5m");
+    }
+
+    /// docs/proxy.md's settings table is rendered from the definitions;
+    /// `KRB5_WSS_WRITE_DOCS=1 cargo test -p krb5-wss-proxy settings_table`
+    /// rewrites it after a change.
+    #[test]
+    fn docs_settings_table_is_the_definitions() {
+        let rows = [
+            docs_rows::<ServerSettings>(),
+            docs_rows::<Limits>(),
+            docs_rows::<throttle::Settings>(),
+        ]
+        .concat();
+        let want = format!(
+            "\n| flag | TOML key | default | meaning |\n|---|---|---|---|\n{}\n",
+            rows.join("\n")
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/proxy.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = (
+            "<!-- settings table: begin -->",
+            "<!-- settings table: end -->",
+        );
+        let (head, rest) = docs.split_once(begin).expect("begin marker");
+        let (table, tail) = rest.split_once(end).expect("end marker");
+        if std::env::var_os("KRB5_WSS_WRITE_DOCS").is_some() {
+            std::fs::write(path, format!("{head}{begin}{want}{end}{tail}")).unwrap();
+        } else {
             assert_eq!(
-                limits_from_written(&pairs),
-                d,
-                "{name} disagrees: {pairs:?}"
+                table, want,
+                "docs/proxy.md's settings table is not the code's: run \
+                 KRB5_WSS_WRITE_DOCS=1 cargo test -p krb5-wss-proxy settings_table"
             );
         }
-    }
-
-    /// The same for `[throttle]`: the example names every key at its
-    /// default, and `--help` and docs/proxy.md write the code's defaults.
-    #[test]
-    fn every_written_throttle_default_is_the_code_default() {
-        let d = throttle::Settings::default();
-        let debug = format!("{d:?}");
-        let keys: Vec<&str> = debug
-            .split(['{', ',', '}'])
-            .filter_map(|part| part.split_once(':').map(|(k, _)| k.trim()))
-            .filter(|k| !k.is_empty())
-            .collect();
-        assert_eq!(keys.len(), 8, "{keys:?}");
-        let example = include_str!("../krb5-wss-proxy.example.toml");
-        assert!(
-            example.contains("\n# store = \"redis://"),
-            "example lacks store"
-        );
-        assert!(d.store.is_none());
-        let keys: Vec<&str> = keys.into_iter().filter(|k| *k != "store").collect();
-        for k in &keys {
-            assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
-        }
-        let c = merge(Args::default(), parse_file(example).unwrap(), None).unwrap();
-        assert_eq!(
-            c.throttle, d,
-            "the example's [throttle] is not the defaults"
-        );
-
-        use clap::CommandFactory;
-        let help = Args::command().render_long_help().to_string();
-        let docs = include_str!("../../docs/proxy.md");
-        for (name, text) in [("--help", help.as_str()), ("docs/proxy.md", docs)] {
-            let mut toml = String::from("[throttle]\n");
-            for k in &keys {
-                let flag = match *k {
-                    "enabled" => "--throttle".to_string(),
-                    k => format!("--throttle-{}", k.replace('_', "-")),
-                };
-                let value = if name == "--help" {
-                    help_default(text, &flag)
-                } else {
-                    docs_default(text, "throttle", k)
-                };
-                if value.bytes().all(|b| b.is_ascii_digit()) || value == "true" || value == "false"
-                {
-                    toml.push_str(&format!("{k} = {value}\n"));
-                } else {
-                    toml.push_str(&format!("{k} = \"{value}\"\n"));
-                }
-            }
-            let c = from(
-                &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
-                &toml,
-            )
-            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-            assert_eq!(c.throttle, d, "{name} disagrees: {toml}");
-        }
-        // Flags override the file.
-        let c = from(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--plaintext",
-                "--realm",
-                "R=k",
-                "--throttle",
-                "false",
-                "--throttle-pair-failures",
-                "2",
-                "--throttle-cooldown",
-                "10s",
-            ],
-            "[throttle]\npair_failures = 9\nmax_keys = 50\n",
-        )
-        .unwrap();
-        assert!(!c.throttle.enabled);
-        assert_eq!(c.throttle.pair_failures, 2);
-        assert_eq!(c.throttle.max_keys, 50);
-        assert_eq!(c.throttle.cooldown, Duration::from_secs(10));
-        let err = from(
-            &["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"],
-            "[throttle]\naddress_failures = 0\n",
-        )
-        .unwrap_err();
-        assert!(err.contains("address_failures"), "{err}");
     }
 }

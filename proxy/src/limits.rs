@@ -7,6 +7,8 @@
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::settings::{Bytes, Count, Count32, Secs, MAX_TIMEOUT};
+
 /// Smallest record/reply limit accepted (no Kerberos message is smaller).
 const MIN_SIZE: usize = 1024;
 /// Largest record/reply limit accepted.
@@ -15,69 +17,60 @@ const MAX_SIZE: usize = 16 * 1024 * 1024;
 const MAX_PARTIAL: usize = 64 * 1024 * 1024 * 1024;
 /// Largest connection limit accepted.
 const MAX_CONNECTIONS: usize = 1_000_000;
-/// Longest timeout accepted.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// All the configurable bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request record accepted from a client, in bytes (the
-    /// length-prefix value; larger claims close with 4413).
-    pub max_record_size: usize,
-    /// Largest reply record accepted from a KDC, in bytes.
-    pub max_reply_size: usize,
-    /// Bytes of partial records held across all connections at once (a
-    /// global budget); a record that would take more closes 4503.
-    pub max_partial_bytes: usize,
-    /// Most client connections (TLS, HTTP or WebSocket) open at once.
-    pub max_connections: usize,
-    /// Time allowed for the TLS, HTTP and WebSocket handshakes together.
-    pub handshake_timeout: Duration,
-    /// Time a WebSocket may stay open with no record in progress.
-    pub idle_timeout: Duration,
-    /// Time allowed to complete a record once its first byte arrived.
-    pub record_timeout: Duration,
-    /// Time allowed to resolve and connect to one KDC.
-    pub connect_timeout: Duration,
-    /// Time allowed for one KDC to take the request and answer it.
-    pub reply_timeout: Duration,
-    /// Time allowed to hand a reply or a close frame to a client.
-    pub send_timeout: Duration,
-    /// Most connections open at once from one client address (an IPv6
-    /// client counts by its /64); over it, close 4429.
-    pub max_connections_per_address: usize,
-    /// Requests one connection may make per second (a token bucket of this
-    /// many tokens, refilled at this rate); over it, close 4429.
-    pub max_requests_per_second: u32,
-    /// Exchanges with upstream servers in progress at once, over all
-    /// connections; over it, close 4503.
-    pub max_upstream_exchanges: usize,
-    /// Time to wait for a KDC's UDP reply (realms with `udp`) before
-    /// trying TCP to the same KDC.
-    pub udp_timeout: Duration,
-    /// On SIGTERM, the longest wait for exchanges in progress to finish.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_record_size: 256 * 1024,
-            max_reply_size: 1024 * 1024,
-            max_partial_bytes: 256 * 1024 * 1024,
-            max_connections: 10_000,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            record_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
-            reply_timeout: Duration::from_secs(10),
-            send_timeout: Duration::from_secs(10),
-            max_connections_per_address: 100,
-            max_requests_per_second: 1000,
-            max_upstream_exchanges: 1000,
-            udp_timeout: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(10),
-        }
+crate::settings! {
+    /// All the configurable bounds (`[limits]`).
+    pub struct Limits in "limits", flags "" {
+        /// Largest request record (length-prefix value) accepted; larger
+        /// closes 4413. 256 KiB because Active Directory's requests can pass
+        /// 128 KiB: an S4U2Proxy TGS-REQ carries the TGT and the evidence
+        /// ticket, each with a PAC, and AD's `MaxTokenSize` is 65,535 (test:
+        /// `tests/test_big_messages.py`, a 190 KB TGS-REQ over /kdc and
+        /// MS-KKDCP).
+        max_record_size: Bytes = 256 * 1024,
+        /// Largest reply accepted from a KDC; a larger one counts as that KDC
+        /// failing.
+        max_reply_size: Bytes = 1024 * 1024,
+        /// Bytes of partial records (a record whose first bytes arrived, not
+        /// yet complete) held across all connections at once; a record that
+        /// would take more closes 4503. Each partial record is held once, in
+        /// the buffer it arrived in (pieces under 16 KiB are copied and
+        /// joined).
+        max_partial_bytes: Bytes = 256 * 1024 * 1024,
+        /// Client connections (TLS, HTTP or WebSocket) open at once; over it,
+        /// close 4503.
+        max_connections: Count = 10_000,
+        /// Client connections open at once from one address (IPv6: one /64);
+        /// over it, close 4429.
+        max_connections_per_address: Count = 100,
+        /// Requests per connection per second, in bursts of up to N; over it,
+        /// close 4429. High on purpose: the plugin carries a whole process's
+        /// requests over one pooled connection (`kvno` of 50 services sends
+        /// 50 in about 70 ms); password guessing is not this limit's job.
+        max_requests_per_second: Count32 = 1000,
+        /// Exchanges with upstream servers in progress at once, over all
+        /// clients; over it, close 4503.
+        max_upstream_exchanges: Count = 1000,
+        /// TLS + HTTP + WebSocket handshake together (and an MS-KKDCP request
+        /// body).
+        handshake_timeout: Secs = Duration::from_secs(10),
+        /// A WebSocket with no record in progress for this long is closed
+        /// 1000 `idle`.
+        idle_timeout: Secs = Duration::from_secs(60),
+        /// A record not complete this long after its first byte: close 4408.
+        record_timeout: Secs = Duration::from_secs(10),
+        /// Resolving and connecting to one KDC.
+        connect_timeout: Secs = Duration::from_secs(3),
+        /// Sending the request to one KDC over TCP and reading its whole
+        /// reply.
+        reply_timeout: Secs = Duration::from_secs(10),
+        /// Waiting for one KDC's UDP reply (realms with `udp`) before trying
+        /// TCP to the same KDC.
+        udp_timeout: Secs = Duration::from_secs(1),
+        /// Handing a reply or a close frame to the client.
+        send_timeout: Secs = Duration::from_secs(10),
+        /// On SIGTERM, the longest wait for exchanges in progress.
+        shutdown_timeout: Secs = Duration::from_secs(10),
     }
 }
 
@@ -176,51 +169,6 @@ impl Limits {
     }
 }
 
-/// Parses a byte count: `131072`, `128KiB`, `128K`, `1MiB`, `1M`
-/// (K and M are binary multiples; case-insensitive).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let (digits, mult) = [("kib", 1024), ("k", 1024), ("mib", 1 << 20), ("m", 1 << 20)]
-        .iter()
-        .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|d| (d.trim(), *m)))
-        .unwrap_or((lower.as_str(), 1));
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K/KiB/M/MiB)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-/// Parses a duration: a number of seconds (`10`, `2.5`) or a number with a
-/// unit: `ms`, `s`, `m` (`500ms`, `10s`, `2m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t.as_str(), 1.0)
-    };
-    let v: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (seconds, or a number with ms/s/m)"))?;
-    seconds(v * scale).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// Converts a number of seconds, refusing negative, non-finite and absurd
-/// values.
-pub fn seconds(v: f64) -> Result<Duration, String> {
-    if !v.is_finite() || v < 0.0 || v > MAX_TIMEOUT.as_secs_f64() {
-        return Err("must be between 0 and 24 hours".into());
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,30 +182,6 @@ mod tests {
         let ws = l.websocket_config();
         assert_eq!(ws.max_message_size, Some(262148));
         assert_eq!(ws.max_frame_size, Some(262148));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("131072").unwrap(), 131072);
-        assert_eq!(parse_size("128KiB").unwrap(), 131072);
-        assert_eq!(parse_size("128k").unwrap(), 131072);
-        assert_eq!(parse_size("1 MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("2M").unwrap(), 2 << 20);
-        for bad in ["", "-1", "1.5K", "12 bytes", "K"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        for bad in ["", "-1", "ten", "1h", "inf", "NaN", "100000000"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]

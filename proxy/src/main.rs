@@ -37,7 +37,9 @@ mod ratelimit;
 mod reload;
 mod resp;
 mod server;
+mod server_settings;
 mod session;
+mod settings;
 mod state;
 mod throttle;
 mod throttle_store;
@@ -334,20 +336,25 @@ mod tests {
         .unwrap();
         let shared = state::Shared::new(reload::build(&args).unwrap());
         let mut changed = args.clone();
-        changed.listen = vec!["127.0.0.1:2".parse().unwrap()];
+        let set = |a: &mut cli::Args, flag: &str, v: &[&str]| {
+            a.given
+                .0
+                .insert(flag.into(), v.iter().map(|s| s.to_string()).collect());
+        };
+        set(&mut changed, "listen", &["127.0.0.1:2"]);
         changed
             .realms
             .push(("B.ORG".into(), addr::parse_server("k", 88).unwrap()));
         let notes = reload::reload(&changed, &shared).unwrap();
         assert!(notes[0].contains("listen addresses changed"), "{notes:?}");
         let now = shared.active();
-        assert_eq!(now.config.listen, args.listen);
+        assert_eq!(now.config.listen, vec!["127.0.0.1:1".parse().unwrap()]);
         assert!(now.config.realms.contains_key("B.ORG"));
         // A failing reload changes nothing.
         let mut tls = changed.clone();
-        tls.plaintext = false;
-        tls.cert = Some("/nonexistent/c.pem".into());
-        tls.key = Some("/nonexistent/k.pem".into());
+        tls.given.0.remove("plaintext");
+        set(&mut tls, "cert", &["/nonexistent/c.pem"]);
+        set(&mut tls, "key", &["/nonexistent/k.pem"]);
         assert!(reload::reload(&tls, &shared).is_err());
         assert!(shared.active().config.realms.contains_key("B.ORG"));
     }

@@ -17,6 +17,7 @@
 //! (so a long principal costs no memory, and collisions cannot be aimed).
 
 use crate::client::AddrKey;
+use crate::settings::{Bool, Count, Count32, Secs, Url};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -39,42 +40,32 @@ pub fn is_failure(code: i64) -> bool {
     code == PREAUTH_FAILED || code == BAD_INTEGRITY
 }
 
-/// The throttle's settings (`[throttle]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Throttle at all.
-    pub enabled: bool,
-    /// Failures of one principal from one client address (IPv6: /64)
-    /// within the window that trip that pair.
-    pub pair_failures: u32,
-    /// Failures from one client address, any principal, that trip the
-    /// address.
-    pub address_failures: u32,
-    /// Failures of one principal, any address, that trip the principal.
-    pub principal_failures: u32,
-    /// The sliding window failures are counted in.
-    pub window: Duration,
-    /// How long a tripped key's AS-REQs are refused.
-    pub cooldown: Duration,
-    /// Most keys held (each of the three kinds counts).
-    pub max_keys: usize,
-    /// `redis://HOST:PORT`: share the counters through this Redis server
-    /// (see [`crate::throttle_store`]); none: local counters only.
-    pub store: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            pair_failures: 5,
-            address_failures: 20,
-            principal_failures: 50,
-            window: Duration::from_secs(300),
-            cooldown: Duration::from_secs(300),
-            max_keys: 100_000,
-            store: None,
-        }
+crate::settings! {
+    /// The throttle's settings (`[throttle]`).
+    pub struct Settings in "throttle", flags "throttle_" {
+        /// Throttle password guessing (docs/proxy.md, *Throttling password
+        /// guessing*); `false` turns it off.
+        enabled: Bool = true => "throttle",
+        /// Pre-authentication failures of one principal from one client
+        /// address (IPv6: /64) within `window` that refuse that pair's
+        /// AS-REQs for `cooldown` (close 4423).
+        pair_failures: Count32 = 5,
+        /// ... from one client address, any principal.
+        address_failures: Count32 = 20,
+        /// ... of one principal, from any address (the only key others can
+        /// trip).
+        principal_failures: Count32 = 50,
+        /// The sliding window failures are counted in.
+        window: Secs = Duration::from_secs(300),
+        /// How long a tripped key's AS-REQs are refused.
+        cooldown: Secs = Duration::from_secs(300),
+        /// Most keys in the counter table (each of the three kinds counts);
+        /// past it the oldest is evicted.
+        max_keys: Count = 100_000,
+        /// `redis://HOST:PORT`: share the counters through this Redis
+        /// server, so several proxies count together (*Throttling password
+        /// guessing*); none: local counters only.
+        store: Url = None,
     }
 }
 
