@@ -394,42 +394,47 @@ impl Kind for Bytes {
     }
 }
 
-/// A count or rate (`usize`).
-pub struct Count;
-impl Kind for Count {
-    type T = usize;
+/// A count or rate held as `N` (`usize` or `u32`).
+pub struct Whole<N>(std::marker::PhantomData<N>);
+/// A count (`usize`).
+pub type Count = Whole<usize>;
+/// A count (`u32`).
+pub type Count32 = Whole<u32>;
+
+impl<N> Kind for Whole<N>
+where
+    N: std::str::FromStr + TryFrom<i64> + ToString + Bounded,
+{
+    type T = N;
     const VALUE_NAME: &'static str = "N";
-    fn from_text(s: &str) -> Result<usize, String> {
-        s.trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a whole number"))
+    fn from_text(s: &str) -> Result<N, String> {
+        s.trim().parse().map_err(|_| {
+            format!(
+                "{s:?} is not a whole number from 0 to {}",
+                N::MAX.to_string()
+            )
+        })
     }
-    fn from_toml(v: &Value) -> Result<usize, String> {
+    fn from_toml(v: &Value) -> Result<N, String> {
         let i = int(v)?;
-        usize::try_from(i).map_err(|_| format!("{i} is not a whole number"))
+        N::try_from(i)
+            .map_err(|_| format!("{i} is not a whole number from 0 to {}", N::MAX.to_string()))
     }
-    fn show(v: &usize) -> String {
+    fn show(v: &N) -> String {
         v.to_string()
     }
 }
 
-/// A count or rate (`u32`).
-pub struct Count32;
-impl Kind for Count32 {
-    type T = u32;
-    const VALUE_NAME: &'static str = "N";
-    fn from_text(s: &str) -> Result<u32, String> {
-        s.trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a whole number up to 4294967295"))
-    }
-    fn from_toml(v: &Value) -> Result<u32, String> {
-        let i = int(v)?;
-        u32::try_from(i).map_err(|_| format!("{i} is not a whole number up to 4294967295"))
-    }
-    fn show(v: &u32) -> String {
-        v.to_string()
-    }
+/// The largest value of a [`Whole`] number type, for its error message.
+pub trait Bounded {
+    /// It.
+    const MAX: Self;
+}
+impl Bounded for usize {
+    const MAX: usize = usize::MAX;
+}
+impl Bounded for u32 {
+    const MAX: u32 = u32::MAX;
 }
 
 /// A duration: seconds (`10`, `2.5`) or with `ms`, `s` or `m`.
@@ -469,55 +474,31 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn toml_bool(v: &Value) -> Result<bool, String> {
-    v.as_bool()
-        .ok_or_else(|| format!("expected true or false, found {}", v.type_str()))
-}
+/// A boolean. `S` says how its flag takes it: 0 as a value
+/// (`--flag false`, [`Bool`]), 1 alone turning it on ([`On`],
+/// `--plaintext`), -1 alone turning it off ([`Off`], `--no-kkdcp`).
+pub struct Boolean<const S: i8>;
+/// `--flag true|false`.
+pub type Bool = Boolean<0>;
+/// `--flag` turns it on.
+pub type On = Boolean<1>;
+/// `--flag` turns it off.
+pub type Off = Boolean<-1>;
 
-/// `true` or `false`, given as the flag's value (`--flag false`).
-pub struct Bool;
-impl Kind for Bool {
+impl<const S: i8> Kind for Boolean<S> {
     type T = bool;
-    const VALUE_NAME: &'static str = "BOOL";
+    const VALUE_NAME: &'static str = if S == 0 { "BOOL" } else { "" };
+    const FORM: Form = match S {
+        0 => Form::Value,
+        1 => Form::Switch(true),
+        _ => Form::Switch(false),
+    };
     fn from_text(s: &str) -> Result<bool, String> {
         parse_bool(s)
     }
     fn from_toml(v: &Value) -> Result<bool, String> {
-        toml_bool(v)
-    }
-    fn show(v: &bool) -> String {
-        v.to_string()
-    }
-}
-
-/// A boolean whose flag, alone, turns it on (`--plaintext`).
-pub struct On;
-impl Kind for On {
-    type T = bool;
-    const VALUE_NAME: &'static str = "";
-    const FORM: Form = Form::Switch(true);
-    fn from_text(s: &str) -> Result<bool, String> {
-        parse_bool(s)
-    }
-    fn from_toml(v: &Value) -> Result<bool, String> {
-        toml_bool(v)
-    }
-    fn show(v: &bool) -> String {
-        v.to_string()
-    }
-}
-
-/// A boolean whose flag, alone, turns it off (`--no-kkdcp`).
-pub struct Off;
-impl Kind for Off {
-    type T = bool;
-    const VALUE_NAME: &'static str = "";
-    const FORM: Form = Form::Switch(false);
-    fn from_text(s: &str) -> Result<bool, String> {
-        parse_bool(s)
-    }
-    fn from_toml(v: &Value) -> Result<bool, String> {
-        toml_bool(v)
+        v.as_bool()
+            .ok_or_else(|| format!("expected true or false, found {}", v.type_str()))
     }
     fn show(v: &bool) -> String {
         v.to_string()
@@ -558,26 +539,6 @@ impl Kind for Url {
     }
     fn show(v: &Option<String>) -> String {
         v.clone().unwrap_or_else(|| "none".into())
-    }
-}
-
-/// Listen addresses: `IPv4:PORT` or `[IPv6]:PORT`, repeatable.
-pub struct Listens;
-impl Kind for Listens {
-    type T = Vec<SocketAddr>;
-    const VALUE_NAME: &'static str = "IP:PORT";
-    const FORM: Form = Form::List;
-    fn from_text(s: &str) -> Result<Vec<SocketAddr>, String> {
-        addr::parse_listen(s).map(|a| vec![a])
-    }
-    fn from_texts(all: &[String]) -> Result<Vec<SocketAddr>, String> {
-        all.iter().map(|s| addr::parse_listen(s)).collect()
-    }
-    fn from_toml(v: &Value) -> Result<Vec<SocketAddr>, String> {
-        list(v, addr::parse_listen)
-    }
-    fn show(v: &Vec<SocketAddr>) -> String {
-        show_list(v)
     }
 }
 
@@ -624,45 +585,73 @@ impl Kind for UrlPath {
     }
 }
 
-/// Allowed origins, normalized; repeatable.
-pub struct Origins;
-impl Kind for Origins {
-    type T = Vec<String>;
-    const VALUE_NAME: &'static str = "ORIGIN";
+/// A repeatable setting: a list of `I`'s items (the flag given once or
+/// more replaces the file's whole list).
+pub struct ListOf<I>(std::marker::PhantomData<I>);
+
+/// One item of a [`ListOf`].
+pub trait Item {
+    /// The item's type.
+    type T: ToString;
+    /// Its placeholder in `--help`.
+    const VALUE_NAME: &'static str;
+    /// Parses one item.
+    fn parse(s: &str) -> Result<Self::T, String>;
+}
+
+impl<I: Item> Kind for ListOf<I> {
+    type T = Vec<I::T>;
+    const VALUE_NAME: &'static str = I::VALUE_NAME;
     const FORM: Form = Form::List;
-    fn from_text(s: &str) -> Result<Vec<String>, String> {
-        normalize_origin(s).map(|o| vec![o])
+    fn from_text(s: &str) -> Result<Vec<I::T>, String> {
+        I::parse(s).map(|i| vec![i])
     }
-    fn from_texts(all: &[String]) -> Result<Vec<String>, String> {
-        all.iter().map(|s| normalize_origin(s)).collect()
+    fn from_texts(all: &[String]) -> Result<Vec<I::T>, String> {
+        all.iter().map(|s| I::parse(s)).collect()
     }
-    fn from_toml(v: &Value) -> Result<Vec<String>, String> {
-        list(v, normalize_origin)
+    fn from_toml(v: &Value) -> Result<Vec<I::T>, String> {
+        list(v, I::parse)
     }
-    fn show(v: &Vec<String>) -> String {
+    fn show(v: &Vec<I::T>) -> String {
         show_list(v)
     }
 }
 
-/// Addresses or networks (`IP` or `IP/PREFIX`); repeatable.
-pub struct Nets;
-impl Kind for Nets {
-    type T = Vec<IpNet>;
-    const VALUE_NAME: &'static str = "CIDR";
-    const FORM: Form = Form::List;
-    fn from_text(s: &str) -> Result<Vec<IpNet>, String> {
-        IpNet::parse(s).map(|n| vec![n])
-    }
-    fn from_texts(all: &[String]) -> Result<Vec<IpNet>, String> {
-        all.iter().map(|s| IpNet::parse(s)).collect()
-    }
-    fn from_toml(v: &Value) -> Result<Vec<IpNet>, String> {
-        list(v, IpNet::parse)
-    }
-    fn show(v: &Vec<IpNet>) -> String {
-        show_list(v)
+/// A listen address: `IPv4:PORT` or `[IPv6]:PORT`.
+pub struct ListenItem;
+impl Item for ListenItem {
+    type T = SocketAddr;
+    const VALUE_NAME: &'static str = "IP:PORT";
+    fn parse(s: &str) -> Result<SocketAddr, String> {
+        addr::parse_listen(s)
     }
 }
+/// Listen addresses.
+pub type Listens = ListOf<ListenItem>;
+
+/// An allowed origin, normalized.
+pub struct OriginItem;
+impl Item for OriginItem {
+    type T = String;
+    const VALUE_NAME: &'static str = "ORIGIN";
+    fn parse(s: &str) -> Result<String, String> {
+        normalize_origin(s)
+    }
+}
+/// Allowed origins.
+pub type Origins = ListOf<OriginItem>;
+
+/// An address or network (`IP` or `IP/PREFIX`).
+pub struct NetItem;
+impl Item for NetItem {
+    type T = IpNet;
+    const VALUE_NAME: &'static str = "CIDR";
+    fn parse(s: &str) -> Result<IpNet, String> {
+        IpNet::parse(s)
+    }
+}
+/// Addresses or networks.
+pub type Nets = ListOf<NetItem>;
 
 /// `text` or `json`.
 pub struct Format;
