@@ -213,6 +213,16 @@ def test_package_metadata(debs):
         assert {f"/usr/share/doc/{pkg}/copyright", f"/usr/share/doc/{pkg}/changelog.Debian.gz"} <= doc, doc
 
 
+@pytest.mark.parametrize("version", ["1.0-2", "1:1.0", "v1.0", ""])
+def test_package_refuses_a_version_dpkg_would_misread(version, tmp_path):
+    """A revision, an epoch or a leading letter would make dpkg parse
+    another version than the one asked for: refused before any build."""
+    p = subprocess.run([str(ROOT / "scripts" / "package"), "--version", version, "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and f"version '{version}' is not a Debian upstream version" in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def _unit_exec(chroot: Chroot, key: str) -> list[str]:
     """The unit's command line for `key` (ExecStart, ExecStartPre), as
     installed."""
