@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TARGET, Daemon, write_krb5_conf
+from conftest import ROOT, TARGET, Daemon, free_ports, write_krb5_conf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="installs packages into a chroot: needs root")
 
@@ -104,7 +104,8 @@ class Chroot:
         self.path = path
 
     def command(self, cmd: list[str], user: str | None = None) -> list[str]:
-        spec = f"--userspec={user}:{user} " if user else ""
+        """`cmd` in the root, as `user` ("USER:GROUP") when given."""
+        spec = f"--userspec={user} " if user else ""
         script = f'mount -t proc proc "$1/proc" && exec chroot {spec}"$@"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                 str(self.path), *cmd]
@@ -223,17 +224,17 @@ def test_package_refuses_a_version_dpkg_would_misread(version, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _unit_exec(chroot: Chroot, key: str) -> list[str]:
+def _unit_exec(chroot: Chroot, key: str, unit_name: str = "krb5-wss-proxy.service") -> list[str]:
     """The unit's command line for `key` (ExecStart, ExecStartPre), as
     installed."""
-    unit = chroot.file("/lib/systemd/system/krb5-wss-proxy.service").read_text()
+    unit = chroot.file(f"/lib/systemd/system/{unit_name}").read_text()
     lines = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(key + "=")]
     assert len(lines) == 1, f"{key} in the installed unit: {lines}"
     return shlex.split(lines[0])
 
 
-def _unit_env(chroot: Chroot) -> dict[str, str]:
-    unit = chroot.file("/lib/systemd/system/krb5-wss-proxy.service").read_text()
+def _unit_env(chroot: Chroot, unit_name: str = "krb5-wss-proxy.service") -> dict[str, str]:
+    unit = chroot.file(f"/lib/systemd/system/{unit_name}").read_text()
     pairs = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Environment=")]
     return dict(p.split("=", 1) for p in pairs)
 
@@ -265,42 +266,69 @@ def _start_proxy(chroot: Chroot, workdir: Path) -> tuple[Daemon, int]:
     """The proxy as systemd would run it: ExecStartPre, then ExecStart of
     the installed unit, as the unit's user, with its Environment=."""
     env = {**CHROOT_ENV, **_unit_env(chroot)}
-    p = subprocess.run(chroot.command(_unit_exec(chroot, "ExecStartPre"), user=USER),
+    p = subprocess.run(chroot.command(_unit_exec(chroot, "ExecStartPre"), user=f"{USER}:{USER}"),
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and "configuration ok" in p.stdout, p.stdout + p.stderr
-    daemon = Daemon(chroot.command(_unit_exec(chroot, "ExecStart"), user=USER), workdir, env)
+    daemon = Daemon(chroot.command(_unit_exec(chroot, "ExecStart"), user=f"{USER}:{USER}"), workdir, env)
     port = int(daemon.listen_line.split()[2].rsplit(":", 1)[1])
     return daemon, port
 
 
-def _kinit(chroot: Chroot, realm, pki, port: int) -> subprocess.CompletedProcess:
-    """kinit inside the root, with a krb5.conf naming only the wss URL."""
+def _kinit(chroot: Chroot, realm, pki, port: int, kdc: str | None = None) -> subprocess.CompletedProcess:
+    """kinit inside the root, with a krb5.conf naming only the wss URL (or
+    the plain `kdc` address)."""
     client = chroot.file("/tmp/client")
     client.mkdir(exist_ok=True)
     shutil.copy(pki.ca_cert, client / "ca.pem")
-    write_krb5_conf(client / "krb5.conf", realm.name, {realm.name: {
-        "kdc": f"wss://localhost:{port}/kdc",
-        "http_anchors": "FILE:/tmp/client/ca.pem",
-    }})
+    opts = {"kdc": kdc} if kdc else {"kdc": f"wss://localhost:{port}/kdc",
+                                      "http_anchors": "FILE:/tmp/client/ca.pem"}
+    write_krb5_conf(client / "krb5.conf", realm.name, {realm.name: opts})
     env = {"KRB5_CONFIG": "/tmp/client/krb5.conf", "KRB5CCNAME": "FILE:/tmp/client/ccache",
            "KRB5_WSS_LOG": "debug"}
     return chroot.run(["kinit", realm.user], input=realm.password + "\n", check=False, env=env,
                       timeout=60)
 
 
-def _kinit_over_wss(chroot: Chroot, realm, pki, tmp_path: Path) -> None:
+def _kinit_over_wss(chroot: Chroot, realm, pki, tmp_path: Path, relay: bool = False) -> None:
+    """kinit over wss through the installed proxy: with the plugin, or
+    (`relay`) through the installed relay, started from its unit's command
+    line with the administrator's configuration, and no plugin involved."""
     proxy, port = _start_proxy(chroot, tmp_path)
+    daemons = [proxy]
     try:
-        r = _kinit(chroot, realm, pki, port)
+        if relay:
+            kdc_port = free_ports(1)
+            chroot.file("/etc/krb5-wss/ca.pem").write_bytes(pki.ca_cert.read_bytes())
+            chroot.file("/etc/krb5-wss-relay.toml").write_text(
+                f'listen = ["127.0.0.1:{kdc_port}"]\n'
+                "kpasswd_listen = []\n"
+                f'realm = ["{realm.name}=wss://localhost:{port}/kdc"]\n'
+                'anchors = ["FILE:/etc/krb5-wss/ca.pem"]\n')
+            unit = "krb5-wss-relay.service"
+            env = {**CHROOT_ENV, **_unit_env(chroot, unit)}
+            chroot.run(_unit_exec(chroot, "ExecStartPre", unit), env=env)
+            daemons.append(Daemon(chroot.command(_unit_exec(chroot, "ExecStart", unit), user="nobody:nogroup"),
+                                  tmp_path, env))
+            r = _kinit(chroot, realm, pki, port, kdc=f"127.0.0.1:{kdc_port}")
+        else:
+            r = _kinit(chroot, realm, pki, port)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "wss://localhost" in r.stderr, r.stderr  # the plugin's debug log: it went over wss
+        if not relay:
+            assert "wss://localhost" in r.stderr, r.stderr  # the plugin's debug log: it went over wss
         time.sleep(0.2)
         assert "result=ok" in proxy.log(), proxy.log()
     finally:
-        proxy.stop()
+        for d in daemons:
+            d.stop()
 
 
 def test_install_kinit_upgrade_remove_purge(debs, chroot, realm, pki, tmp_path):
+    """apt install of the three .debs; kinit over wss with the installed
+    plugin, through the proxy its unit starts (as _krb5-wss-proxy, reading
+    the key through its group); apt install of a newer build keeps the
+    edited conffile and still works, also through the relay its unit
+    starts; apt remove keeps conffiles and the user, and kinit without the
+    plugin fails; apt purge leaves the root as it was."""
     first, newer_debs, newer = debs
     before = chroot.tree()
     passwd_before = chroot.file("/etc/passwd").read_text()
@@ -336,6 +364,10 @@ def test_install_kinit_upgrade_remove_purge(debs, chroot, realm, pki, tmp_path):
         ROOT / "relay" / "krb5-wss-relay.example.toml").read_bytes()
     chroot.file("/tmp/client/ccache").unlink()
     _kinit_over_wss(chroot, realm, pki, tmp_path)
+    # The relay, for clients without the plugin, from its unit (as the
+    # unprivileged user nobody: its unit has no capability).
+    chroot.file("/tmp/client/ccache").unlink()
+    _kinit_over_wss(chroot, realm, pki, tmp_path, relay=True)
 
     # Remove: the programs go, the conffiles and the user stay (Debian's
     # remove), and without the plugin the same kinit finds no KDC.
