@@ -103,6 +103,47 @@ mod tests {
         assert!(l.max_connections as u64 + 64 + 64 + l.max_upstream_exchanges as u64 <= 1024);
     }
 
+    /// LimitNOFILE= of the shipped systemd unit.
+    fn unit_limit() -> u64 {
+        let unit = include_str!("../krb5-wss-proxy.service");
+        let values: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| l.strip_prefix("LimitNOFILE="))
+            .collect();
+        assert_eq!(
+            values.len(),
+            1,
+            "LimitNOFILE= lines in the unit: {values:?}"
+        );
+        values[0].parse().unwrap()
+    }
+
+    #[test]
+    fn the_systemd_unit_holds_the_default_limits_with_room() {
+        let limit = unit_limit();
+        let mut l = Limits::default();
+        assert!(
+            fit(&mut l, limit).unwrap().is_empty(),
+            "LimitNOFILE={limit}"
+        );
+        assert_eq!(l, Limits::default());
+        // What the unit and docs/proxy.md say: the defaults need 11128, and
+        // max_connections can grow to 64408 before the limit lowers it.
+        let need = l.max_connections as u64
+            + OVERLOAD_GRACE as u64
+            + l.max_upstream_exchanges as u64
+            + OWN;
+        assert_eq!(need, 11128);
+        assert!(
+            limit >= 4 * need,
+            "LimitNOFILE={limit} leaves little room over {need}"
+        );
+        l.max_connections = 64408;
+        assert!(fit(&mut l, limit).unwrap().is_empty());
+        l.max_connections = 64409;
+        assert_eq!(fit(&mut l, limit).unwrap().len(), 1);
+    }
+
     #[test]
     fn too_few_descriptors_refuse_to_start() {
         let mut l = Limits::default();
