@@ -40,8 +40,16 @@ impl Line {
             self.out.push_str(",\"");
             self.out.push_str(key);
             self.out.push_str("\":\"");
-            // Writing to a String cannot fail.
-            let _ = write!(JsonEscape(&mut self.out), "{value}");
+            // Written as is, then escaped from the first byte that needs
+            // it (most values have none). Writing to a String cannot fail.
+            let start = self.out.len();
+            let _ = write!(self.out, "{value}");
+            let written = self.out.get(start..).unwrap_or_default().as_bytes();
+            if let Some(i) = logfmt::first_to_escape(written) {
+                // An ASCII byte: a char boundary.
+                let raw = self.out.split_off(start + i);
+                logfmt::json_string_body(&mut self.out, &raw);
+            }
             self.out.push('"');
         } else {
             self.out.push(' ');
@@ -82,16 +90,6 @@ impl Line {
             self.out.push('}');
         }
         self.out
-    }
-}
-
-/// A `fmt::Write` that JSON-escapes what is written through it.
-struct JsonEscape<'a>(&'a mut String);
-
-impl Write for JsonEscape<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        logfmt::json_string_body(self.0, s);
-        Ok(())
     }
 }
 
