@@ -70,6 +70,12 @@ pub struct Args {
     #[arg(long)]
     pub no_kkdcp: bool,
 
+    /// Refuse (400) MS-KKDCP messages without target-domain, as MS-KKDCP
+    /// 3.2.5.1 says; false accepts them for clients that leave it out.
+    /// [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub kkdcp_require_target_domain: Option<bool>,
+
     /// Serve requests carrying this Origin header (scheme://host[:port],
     /// or * for any); repeatable. Requests with any other Origin get 403;
     /// requests without one are served. [default: none allowed]

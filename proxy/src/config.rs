@@ -88,6 +88,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The MS-KKDCP endpoint's path, or `None` when it is turned off.
     pub kkdcp_path: Option<String>,
+    /// Refuse a KDC-PROXY-MESSAGE without `target-domain` (MS-KKDCP
+    /// §3.2.5.1); false accepts it (the realm inside the message routes).
+    pub kkdcp_require_target_domain: bool,
     /// Origins (lower case, `scheme://host[:port]`) whose requests are
     /// served; `*` allows any. A request without `Origin` is always served.
     pub allowed_origins: Vec<String>,
@@ -139,6 +142,7 @@ struct ServerSection {
     metrics_listen: Option<String>,
     kkdcp: Option<bool>,
     kkdcp_path: Option<String>,
+    kkdcp_require_target_domain: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
     log_format: Option<String>,
@@ -463,6 +467,10 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
     };
     check_kkdcp_path(&kkdcp_path)?;
     let kkdcp_path = kkdcp_on.then_some(kkdcp_path);
+    let kkdcp_require_target_domain = args
+        .kkdcp_require_target_domain
+        .or(file.server.kkdcp_require_target_domain)
+        .unwrap_or(true);
 
     // Origins and trusted fronts: the command line's list replaces the file's.
     let origins = if !args.allow_origin.is_empty() {
@@ -527,6 +535,7 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         limits,
         metrics_listen,
         kkdcp_path,
+        kkdcp_require_target_domain,
         allowed_origins,
         trusted_proxies,
         log_format,
@@ -775,6 +784,14 @@ mod tests {
         assert!(c.allowed_origins.is_empty() && c.trusted_proxies.is_empty());
         assert_eq!(c.metrics_listen, None);
         assert_eq!(with(&["--no-kkdcp"]).unwrap().kkdcp_path, None);
+        assert!(c.kkdcp_require_target_domain);
+        let off = ["--kkdcp-require-target-domain", "false"];
+        assert!(!with(&off).unwrap().kkdcp_require_target_domain);
+        let mut v = base.to_vec();
+        v.extend(["--kkdcp-require-target-domain", "true"]);
+        let file = "[server]\nkkdcp_require_target_domain = false";
+        assert!(!from(&base, file).unwrap().kkdcp_require_target_domain);
+        assert!(from(&v, file).unwrap().kkdcp_require_target_domain);
         let c = with(&["--udp", "A", "--allow-origin", "*"]).unwrap();
         assert!(c.realms["A"].udp);
         assert_eq!(c.allowed_origins, ["*"]);
