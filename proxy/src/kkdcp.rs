@@ -205,8 +205,13 @@ async fn serve(
             ),
         );
     }
+    // The body is due by the connection's deadline; the connection itself
+    // lives send_timeout longer, so that a 408 is delivered, not lost to
+    // the connection's own timer firing at the same instant.
+    let body_due = ctx.deadline.get();
+    ctx.deadline.extend_to(body_due + limits.send_timeout);
     let body = Limited::new(req.into_body(), max_body).collect();
-    let body: Bytes = match timeout_at(ctx.deadline.get(), body).await {
+    let body: Bytes = match timeout_at(body_due, body).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return refuse(
