@@ -443,3 +443,19 @@ def test_cors_for_allowed_origins_only(start_proxy, pki, realm):
         assert "Access-Control-Allow-Methods" not in headers
     # Only forwarded POSTs reached the KDC.
     assert len(exchange_ports(p, 2)) == 2
+
+
+def test_a_dripped_first_body_is_answered_408_at_handshake_timeout(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--handshake-timeout", "1"))
+    request = raw_request(good_message(realm))
+    head_len = request.index(b"\r\n\r\n") + 4
+    for _ in range(3):  # the answer, never a bare close (the timers fire together)
+        with tls_socket(proxy, pki) as s:
+            s.sendall(request[:head_len])
+            got, elapsed, _ = drip(s, request[head_len:], limit=8)
+            status, headers, body = read_response(s, got)
+            assert status == 408 and b"request timed out" in body, body
+            assert headers["connection"].lower() == "close"
+            assert elapsed < 3, elapsed
+            assert closed(s, 3)
+    wait_for_log(proxy, r"close=4408 http=408 .*body not complete within handshake_timeout")
