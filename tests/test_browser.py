@@ -18,6 +18,10 @@
    KRB-ERROR 25 (PREAUTH_REQUIRED: the user requires preauth); from another
    origin the handshake is refused (403: the page sees a WebSocket closed
    without ever opening) and the proxy logs the refusal.
+3. MS-KKDCP from a page: `fetch()` POSTs a KDC-PROXY-MESSAGE
+   (`application/kerberos`) to /KdcProxy. Chromium sends a CORS preflight;
+   from a listed origin it gets the KDC's answer, from another the preflight
+   is refused (403) and the fetch fails without the POST being sent.
 
 Chromium is driven through the DevTools protocol with the venv's
 `websockets` (no chromedriver, no Selenium). It trusts the proxy's
@@ -543,5 +547,67 @@ def test_browser_page_talks_to_the_proxy_only_from_an_allowed_origin(
     refusals = [l for l in proxy.log().splitlines() if "origin not allowed" in l]
     assert len(refusals) == 1, proxy.log()
     assert "http=403" in refusals[0] and f"origin={other_origin}" in refusals[0], refusals
+    exchanges = [l for l in proxy.log().splitlines() if "exchange client=" in l]
+    assert len(exchanges) == 1, proxy.log()
+
+
+KKDCP_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>krb5-wss MS-KKDCP</title></head>
+<body>
+<p>fetch() POST to <code id="url">$URL</code>: <b id="result">pending</b></p>
+<script>
+"use strict";
+const body = Uint8Array.from(atob("$MESSAGE"), c => c.charCodeAt(0));
+const done = r => { document.getElementById("result").textContent = r; document.title = "done"; };
+fetch("$URL", {method: "POST", headers: {"Content-Type": "application/kerberos"}, body})
+  .then(r => r.arrayBuffer().then(b => {
+    const bytes = new Uint8Array(b);
+    let s = "";
+    for (const x of bytes) s += String.fromCharCode(x);
+    done("status " + r.status + " " + btoa(s));
+  }))
+  .catch(e => done("refused: " + e));
+</script>
+</body></html>
+"""
+
+
+def test_browser_fetch_to_kkdcp_only_from_an_allowed_origin(
+        realm, start_proxy, pki, browser_factory, page_servers, tmp_path):
+    """A page's fetch() POST of application/kerberos to /KdcProxy: Chromium
+    sends a CORS preflight; from a listed origin it gets the KDC's answer,
+    from another the preflight is refused and the page sees a failed fetch."""
+    from test_kkdcp import parse_proxy_message, proxy_message
+
+    record = capture_as_req(realm, tmp_path / "capture")
+    message = proxy_message(record[4:], realm.name)
+    site = tmp_path / "site"
+    site.mkdir()
+    allowed, other = page_servers(site), page_servers(site)
+    allowed_origin = f"http://127.0.0.1:{allowed.port}"
+    other_origin = f"http://localhost:{other.port}"
+    proxy = start_proxy(tls_proxy_args(pki, realm, "--allow-origin", allowed_origin))
+    (site / "kkdcp.html").write_text(KKDCP_PAGE.replace("$URL", proxy.url("/KdcProxy", scheme="https"))
+                                     .replace("$MESSAGE", base64.b64encode(message).decode()))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    browser = browser_factory(tmp_path / "chromium", env, None)
+
+    assert browser.open(f"{allowed_origin}/kkdcp.html") == 200
+    result = browser.wait_for("document.title === 'done' && "
+                              "document.getElementById('result').textContent")
+    assert result.startswith("status 200 "), (result, proxy.log())
+    reply = parse_proxy_message(base64.b64decode(result.split()[2]))
+    assert reply[0] == 0x7E, reply[:8]  # KRB-ERROR (PREAUTH_REQUIRED)
+    log = proxy.log()
+    assert re.search(r"http client=\S+ method=OPTIONS path=\"/KdcProxy\"", log), log
+    assert re.search(rf"exchange client=127\.0\.0\.1:\d+ service=kdc transport=kkdcp "
+                     rf"realm={re.escape(realm.name)} type=AS-REQ .*result=ok", log), log
+
+    assert browser.open(f"{other_origin}/kkdcp.html") == 200
+    result = browser.wait_for("document.title === 'done' && "
+                              "document.getElementById('result').textContent")
+    assert result.startswith("refused: TypeError"), (result, proxy.log())
+    refusals = [l for l in proxy.log().splitlines() if "origin not allowed" in l]
+    assert len(refusals) == 1 and f"origin={other_origin}" in refusals[0], proxy.log()
     exchanges = [l for l in proxy.log().splitlines() if "exchange client=" in l]
     assert len(exchanges) == 1, proxy.log()

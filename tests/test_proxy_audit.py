@@ -257,14 +257,14 @@ def test_kkdcp_denied_is_403(start_proxy, pki, realm, tmp_path):
     wait_for_log(proxy, rf"refused client=\S+ service=kdc transport=kkdcp close={POLICY_DENIED} "
                         r"http=403 reason=\"denied by policy\" .*no pattern of allow_clients")
     status, body, _ = post(proxy, pki, proxy_message(as_req_for(user_of(realm), realm.name,
-                                                                "kadmin", "admin")))
+                                                                "kadmin", "admin"), realm.name))
     assert status == 403, body
     wait_for_log(proxy, r"refused .*close=4401 http=403 .*deny_services \\\"kadmin/\*\\\"")
     kdc = kdc_log(realm, start)
     assert "mallory" not in kdc and "kadmin/admin" not in kdc, kdc
     # An allowed request right after: the KDC's answer.
     status, body, _ = post(proxy, pki, proxy_message(as_req_for(user_of(realm), realm.name,
-                                                                "krbtgt", realm.name)))
+                                                                "krbtgt", realm.name), realm.name))
     assert status == 200
     run(served(proxy, pki, realm))
 

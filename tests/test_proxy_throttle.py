@@ -151,7 +151,7 @@ def test_pair_threshold_refuses_that_address_only(start_proxy, pki, realm, plugi
     run(refused(proxy, pki, realm, user(realm)))
     # MS-KKDCP: 429.
     status, body, _ = post(proxy, pki, proxy_message(
-        as_req_for(user(realm), realm.name, "krbtgt", realm.name)))
+        as_req_for(user(realm), realm.name, "krbtgt", realm.name), realm.name))
     assert status == 429, (status, body)
     assert b"throttled" in body, body
     assert as_reqs_for(kdc_log(realm, mark), user(realm)) == [], kdc_log(realm, mark)

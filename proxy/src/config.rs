@@ -88,6 +88,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The MS-KKDCP endpoint's path, or `None` when it is turned off.
     pub kkdcp_path: Option<String>,
+    /// Refuse a KDC-PROXY-MESSAGE without `target-domain` (MS-KKDCP
+    /// §3.2.5.1); false accepts it (the realm inside the message routes).
+    pub kkdcp_require_target_domain: bool,
     /// Origins (lower case, `scheme://host[:port]`) whose requests are
     /// served; `*` allows any. A request without `Origin` is always served.
     pub allowed_origins: Vec<String>,
@@ -325,6 +328,7 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
         limits,
         metrics_listen: server.metrics_listen,
         kkdcp_path: server.kkdcp.then_some(server.kkdcp_path),
+        kkdcp_require_target_domain: server.kkdcp_require_target_domain,
         allowed_origins: server.allowed_origins,
         trusted_proxies: server.trusted_proxies,
         log_format: server.log_format,
@@ -520,6 +524,14 @@ mod tests {
         assert!(c.allowed_origins.is_empty() && c.trusted_proxies.is_empty());
         assert_eq!(c.metrics_listen, None);
         assert_eq!(with(&["--no-kkdcp"]).unwrap().kkdcp_path, None);
+        assert!(c.kkdcp_require_target_domain);
+        let off = ["--kkdcp-require-target-domain", "false"];
+        assert!(!with(&off).unwrap().kkdcp_require_target_domain);
+        let mut v = base.to_vec();
+        v.extend(["--kkdcp-require-target-domain", "true"]);
+        let file = "[server]\nkkdcp_require_target_domain = false";
+        assert!(!from(&base, file).unwrap().kkdcp_require_target_domain);
+        assert!(from(&v, file).unwrap().kkdcp_require_target_domain);
         let c = with(&["--udp", "A", "--allow-origin", "*"]).unwrap();
         assert!(c.realms["A"].udp);
         assert_eq!(c.allowed_origins, ["*"]);

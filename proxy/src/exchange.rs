@@ -428,6 +428,7 @@ mod tests {
             trusted_proxies: vec![],
             log_format: Default::default(),
             audit_principals: true,
+            kkdcp_require_target_domain: true,
             throttle: Default::default(),
         }
     }

@@ -244,7 +244,7 @@ impl Refused {
 
 /// True when a comma-separated header (any of its occurrences) holds
 /// `token`, compared case-insensitively.
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

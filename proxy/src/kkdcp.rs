@@ -3,30 +3,53 @@
 //! holding the KDC's reply. This is what MIT's native `kdc = https://…`
 //! client, Windows, and kdcproxy's users speak.
 //!
-//! One request per connection: every answer carries `Connection: close`
-//! (MIT's client reads the answer to the end of the connection anyway).
-//! The body must arrive within the handshake deadline and is bounded by
-//! `max_record_size` plus the message's own small overhead; the exchange
-//! itself is [`crate::exchange::run`], as for WebSocket records, and the
-//! realm it goes to is always the one inside the Kerberos message.
+//! Connections: an HTTP/1.1 request without `Connection: close` that is
+//! answered (200) leaves the connection open for the next request
+//! (Windows, Kerberos.NET); an HTTP/1.0 request (MIT's client, which reads
+//! the answer to the end of the connection), one with `Connection: close`,
+//! and every refusal get `Connection: close`. The first request's headers
+//! and body must arrive within the handshake deadline; after an answer the
+//! next request's headers must arrive within `idle_timeout`, and its body
+//! within `record_timeout` of them (the connection's
+//! [`crate::server::Deadline`]). The body is bounded by `max_record_size`
+//! plus the message's own small overhead; each request takes a token of
+//! the connection's request rate; the exchange itself is
+//! [`crate::exchange::run`], as for WebSocket records, and the realm it
+//! goes to is always the one inside the Kerberos message.
+//!
+//! `target-domain` is required (MS-KKDCP §3.2.5.1: "If target-domain is
+//! not present, return ERROR_BAD_FORMAT"): 400, unless
+//! `kkdcp_require_target_domain = false`.
+//!
+//! Browsers: an `Origin` that passed [`crate::origin`]'s allow-list gets
+//! CORS answers: a preflight `OPTIONS` asking for `POST` is answered 204
+//! with what a `fetch()` POST of `application/kerberos` needs, and every
+//! answer carries `Access-Control-Allow-Origin` with that origin. Other
+//! origins never get here (403 in [`crate::http`]), so they get no CORS
+//! headers at all.
 
 use crate::exchange::{self, Refusal, Request as Exchange};
-use crate::http::{Admitted, Body};
+use crate::http::{self, Admitted, Body};
 use crate::metrics::Transport;
 use crate::server::ConnContext;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use krb5_wss_proto::close::{self, CloseCode};
 use krb5_wss_proto::framing::HEADER_LEN;
 use krb5_wss_proto::{kkdcp, Service};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::{timeout_at, Instant};
 
 /// The media type of MS-KKDCP bodies.
 pub const CONTENT_TYPE: &str = "application/kerberos";
+
+/// How long a browser may cache a preflight answer, in seconds
+/// (`Access-Control-Max-Age`; Chromium caps it at 7200).
+pub const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// The HTTP status answering a refusal with `code`. KDCs that cannot be
 /// reached give 503, as kdcproxy does.
@@ -41,8 +64,79 @@ pub fn status_of(code: CloseCode) -> StatusCode {
     }
 }
 
-/// Answers one request on the MS-KKDCP path.
+/// Answers one request on the MS-KKDCP path, and decides whether the
+/// connection stays open after it.
 pub async fn handle(
+    req: Request<Incoming>,
+    ctx: &Arc<ConnContext>,
+    admitted: Admitted,
+) -> Response<Body> {
+    // Only an allowed Origin gets this far (crate::http checks it first).
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let version = req.version();
+    let keep_alive = wants_keep_alive(version, req.headers());
+    let mut r = serve(req, ctx, admitted).await;
+    if version == Version::HTTP_10 {
+        // An HTTP/1.0 answer: hyper then adds no "keep-alive" of its own
+        // to a client that asked for it.
+        *r.version_mut() = Version::HTTP_10;
+    }
+    let h = r.headers_mut();
+    let closes = !keep_alive
+        || h.get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if closes {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if r.status() == StatusCode::OK {
+        // Open for the next request, for idle_timeout.
+        ctx.kept_alive.fetch_add(1, Ordering::Relaxed);
+        ctx.deadline
+            .set(Instant::now() + ctx.config.limits.idle_timeout);
+    }
+    if let Some(origin) = origin {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    r
+}
+
+/// True when the client lets the connection stay open after the answer:
+/// HTTP/1.1 without `Connection: close`. HTTP/1.0 clients (MIT's) read
+/// the answer to the end of the connection, so they always get a close.
+pub fn wants_keep_alive(version: Version, headers: &hyper::HeaderMap) -> bool {
+    version == Version::HTTP_11 && !http::has_token(headers, header::CONNECTION, "close")
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method: POST`) from an allowed origin; `None`
+/// when the request is not one (then it is answered 405).
+pub fn preflight(headers: &hyper::HeaderMap) -> Option<Response<Body>> {
+    let method = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    if headers.get(header::ORIGIN).is_none() || method.as_bytes() != b"POST" {
+        return None;
+    }
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(r)
+}
+
+/// The answer to one request, before the connection and CORS headers.
+async fn serve(
     req: Request<Incoming>,
     ctx: &Arc<ConnContext>,
     admitted: Admitted,
@@ -60,16 +154,39 @@ pub async fn handle(
         );
         text(status, refusal.close.reason)
     };
+    let limits = &ctx.config.limits;
+    let rate_limited = || {
+        Refusal::new(
+            close::RATE_LIMITED,
+            format!(
+                "over {} requests per second (max_requests_per_second)",
+                limits.max_requests_per_second
+            ),
+        )
+    };
+    if let Some(refusal) = admitted.refusal.clone() {
+        return refuse(Service::Kdc, refusal);
+    }
+    if req.method() == Method::OPTIONS {
+        if let Some(answer) = preflight(req.headers()) {
+            if !ctx.take_request() {
+                return refuse(Service::Kdc, rate_limited());
+            }
+            return answer;
+        }
+    }
     if req.method() != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    if let Some(refusal) = admitted.refusal.clone() {
-        return refuse(Service::Kdc, refusal);
+    if ctx.kept_alive.load(Ordering::Relaxed) > 0 {
+        // A request after an answer: its headers came within idle_timeout;
+        // its body gets record_timeout (the first request's body shares
+        // the handshake deadline).
+        ctx.deadline.set(Instant::now() + limits.record_timeout);
     }
-    let limits = &ctx.config.limits;
     let max_body = limits.max_record_size + HEADER_LEN + kkdcp::MAX_OVERHEAD;
     let claimed = req
         .headers()
@@ -88,8 +205,13 @@ pub async fn handle(
             ),
         );
     }
+    // The body is due by the connection's deadline; the connection itself
+    // lives send_timeout longer, so that a 408 is delivered, not lost to
+    // the connection's own timer firing at the same instant.
+    let body_due = ctx.deadline.get();
+    ctx.deadline.extend_to(body_due + limits.send_timeout);
     let body = Limited::new(req.into_body(), max_body).collect();
-    let body: Bytes = match timeout_at(ctx.deadline.get(), body).await {
+    let body: Bytes = match timeout_at(body_due, body).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return refuse(
@@ -108,7 +230,11 @@ pub async fn handle(
                 Service::Kdc,
                 Refusal::new(
                     close::REQUEST_TIMEOUT,
-                    "body not complete within handshake_timeout",
+                    if ctx.kept_alive.load(Ordering::Relaxed) > 0 {
+                        "body not complete within record_timeout"
+                    } else {
+                        "body not complete within handshake_timeout"
+                    },
                 ),
             )
         }
@@ -131,17 +257,18 @@ pub async fn handle(
             ),
         );
     }
-    if !ctx.take_request() {
+    if message.target_domain.is_none() && ctx.config.kkdcp_require_target_domain {
         return refuse(
             service,
             Refusal::new(
-                close::RATE_LIMITED,
-                format!(
-                    "over {} requests per second (max_requests_per_second)",
-                    limits.max_requests_per_second
-                ),
+                close::MALFORMED,
+                "no target-domain (required by MS-KKDCP 3.2.5.1; \
+                 kkdcp_require_target_domain = false accepts it)",
             ),
         );
+    }
+    if !ctx.take_request() {
+        return refuse(service, rate_limited());
     }
     // The exchange and the answer get their own time, beyond the
     // handshake deadline.
@@ -160,7 +287,6 @@ pub async fn handle(
                 let h = r.headers_mut();
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
                 r
             }
             Err(e) => refuse(
@@ -172,7 +298,8 @@ pub async fn handle(
     }
 }
 
-/// A plain-text answer that closes the connection.
+/// A plain-text answer that closes the connection (every refusal does, as
+/// on the WebSocket paths).
 fn text(status: StatusCode, reason: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
     *r.status_mut() = status;

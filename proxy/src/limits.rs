@@ -51,13 +51,17 @@ crate::settings! {
         /// Exchanges with upstream servers in progress at once, over all
         /// clients; over it, close 4503.
         max_upstream_exchanges: Count = 1000,
-        /// TLS + HTTP + WebSocket handshake together (and an MS-KKDCP request
-        /// body).
+        /// TLS + HTTP + WebSocket handshake together (and the first MS-KKDCP
+        /// request's body).
         handshake_timeout: Secs = Duration::from_secs(10),
         /// A WebSocket with no record in progress for this long is closed
-        /// 1000 `idle`.
+        /// 1000 `idle`; an MS-KKDCP connection kept open after an answer is
+        /// closed when no next request's headers are complete this long
+        /// after it.
         idle_timeout: Secs = Duration::from_secs(60),
-        /// A record not complete this long after its first byte: close 4408.
+        /// A record not complete this long after its first byte: close 4408;
+        /// an MS-KKDCP request after the first on its connection: its body
+        /// must be complete this long after its headers, else 408.
         record_timeout: Secs = Duration::from_secs(10),
         /// Resolving and connecting to one KDC.
         connect_timeout: Secs = Duration::from_secs(3),

@@ -13,11 +13,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use krb5_wss_proto::close;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{timeout_at, Instant};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// Largest HTTP read buffer (request line and headers).
 const MAX_HTTP_BUFFER: usize = 64 * 1024;
@@ -27,25 +29,43 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The deadline of a connection's HTTP phase. It starts as the handshake
 /// deadline; an MS-KKDCP request extends it by the time its exchange may
-/// take, once its body is in.
+/// take, once its body is in; an MS-KKDCP answer that keeps the
+/// connection open sets it to the idle deadline, and the next request's
+/// headers set it to that request's deadline (see [`crate::kkdcp`]).
+/// Whoever waits on it is woken when it moves.
 #[derive(Debug)]
-pub struct Deadline(Mutex<Instant>);
+pub struct Deadline(watch::Sender<Instant>);
 
 impl Deadline {
     /// A deadline at `at`.
     pub fn new(at: Instant) -> Deadline {
-        Deadline(Mutex::new(at))
+        Deadline(watch::Sender::new(at))
     }
 
     /// The deadline now.
     pub fn get(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self.0.borrow()
     }
 
     /// Moves the deadline to `at` (never earlier than it is).
     pub fn extend_to(&self, at: Instant) {
-        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *d = (*d).max(at);
+        self.0.send_if_modified(|d| {
+            let later = at > *d;
+            if later {
+                *d = at;
+            }
+            later
+        });
+    }
+
+    /// Moves the deadline to `at`, earlier or later.
+    pub fn set(&self, at: Instant) {
+        self.0.send_replace(at);
+    }
+
+    /// A receiver that sees the deadline move.
+    fn watch(&self) -> watch::Receiver<Instant> {
+        self.0.subscribe()
     }
 }
 
@@ -65,6 +85,9 @@ pub struct ConnContext {
     pub deadline: Deadline,
     /// The connection's request rate.
     pub rate: Mutex<TokenBucket>,
+    /// MS-KKDCP answers after which the connection stayed open for
+    /// another request (HTTP/1.1 keep-alive).
+    pub kept_alive: AtomicU64,
     /// The connection's place under the connection limit.
     _slot: CountGuard,
     /// The connection's count against its (TCP peer) address.
@@ -183,6 +206,7 @@ fn admit(shared: &Arc<Shared>, active: &Active, peer: SocketAddr) -> Option<Conn
         refusal,
         deadline: Deadline::new(Instant::now() + limits.handshake_timeout),
         rate: Mutex::new(TokenBucket::new(limits.max_requests_per_second)),
+        kept_alive: AtomicU64::new(0),
         _slot: slot,
         _address: address,
     })
@@ -233,38 +257,60 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = ctx.peer;
-    let handshake_timeout = ctx.config.limits.handshake_timeout;
     let handler_ctx = ctx.clone();
     let service = service_fn(move |req| http::handle(req, handler_ctx.clone()));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
+        // The connection's deadline bounds the headers (hyper's own timer
+        // would start again, at handshake_timeout, while a kept-alive
+        // connection waits for its next request, not at idle_timeout).
+        .header_read_timeout(None)
         .max_buf_size(MAX_HTTP_BUFFER)
         // keep_alive(false) would make hyper answer the upgrade with
         // "Connection: Upgrade, close", which strict WebSocket clients
         // (tungstenite) refuse. The whole HTTP phase is still bounded by
-        // the connection's deadline below, and MS-KKDCP answers close
-        // the connection.
+        // the connection's deadline below; MS-KKDCP answers say whether
+        // the connection stays open (crate::kkdcp).
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
+    let mut moved = ctx.deadline.watch();
+    let mut shutdown = ctx.shared.shutdown_signal();
+    let mut draining = false;
     loop {
-        match timeout_at(ctx.deadline.get(), conn.as_mut()).await {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) if e.is_timeout() => {
-                handshake_timed_out(&ctx, "HTTP request");
+        let at = *moved.borrow_and_update();
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    log::debug!("client={peer} HTTP error: {e}");
+                }
                 break;
             }
-            Ok(Err(e)) => {
-                log::debug!("client={peer} HTTP error: {e}");
+            // The deadline moved while we waited.
+            Ok(()) = moved.changed() => continue,
+            () = sleep_until(at) => {
+                if ctx.deadline.get() > Instant::now() {
+                    continue;
+                }
+                match ctx.kept_alive.load(Ordering::Relaxed) {
+                    0 => handshake_timed_out(&ctx, "HTTP request"),
+                    n => log::debug!(
+                        "client={peer} MS-KKDCP connection closed after {n} answer(s): no \
+                         complete request within idle_timeout ({:?}) of the last answer, or \
+                         within record_timeout ({:?}) of its headers",
+                        ctx.config.limits.idle_timeout,
+                        ctx.config.limits.record_timeout
+                    ),
+                }
                 break;
             }
-            // The deadline may have moved while we waited.
-            Err(_) if ctx.deadline.get() > Instant::now() => continue,
-            Err(_) => {
-                handshake_timed_out(&ctx, "HTTP request");
-                break;
+            // A connection kept open between MS-KKDCP requests closes when
+            // the shutdown begins (after the answer in progress, if any);
+            // others are bounded by the handshake deadline as before.
+            () = shutdown.wait(), if !draining && ctx.kept_alive.load(Ordering::Relaxed) > 0 => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }
@@ -282,5 +328,20 @@ mod tests {
         assert_eq!(d.get(), now + Duration::from_secs(5));
         d.extend_to(now + Duration::from_secs(9));
         assert_eq!(d.get(), now + Duration::from_secs(9));
+        d.set(now + Duration::from_secs(2));
+        assert_eq!(d.get(), now + Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_sees_the_deadline_move() {
+        let now = Instant::now();
+        let d = Deadline::new(now + Duration::from_secs(60));
+        let mut w = d.watch();
+        assert_eq!(*w.borrow_and_update(), now + Duration::from_secs(60));
+        d.extend_to(now + Duration::from_secs(1));
+        assert!(!w.has_changed().unwrap(), "an earlier extend_to is no move");
+        d.set(now + Duration::from_secs(1));
+        assert!(w.has_changed().unwrap());
+        assert_eq!(*w.borrow_and_update(), now + Duration::from_secs(1));
     }
 }

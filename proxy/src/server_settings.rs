@@ -31,6 +31,10 @@ crate::settings! {
         /// Path of the MS-KKDCP endpoint (`/` followed by letters, digits,
         /// `/-_.~`; not `/kdc` or `/kpasswd`).
         kkdcp_path: UrlPath = DEFAULT_KKDCP_PATH.to_string(),
+        /// Refuse (4400/400) a `KDC-PROXY-MESSAGE` without `target-domain`,
+        /// as MS-KKDCP §3.2.5.1 says; `false` accepts one (the realm inside
+        /// the message routes either way).
+        kkdcp_require_target_domain: Bool = true,
         /// Serve requests with this `Origin` (`scheme://host[:port]`, `null`,
         /// or `*` for any); repeatable. Requests with any other Origin get
         /// 403; requests without one are served.
