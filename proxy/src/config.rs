@@ -9,6 +9,7 @@
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
+use crate::discovery;
 use crate::limits::{self, Limits};
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest configuration file read (it is a few lines in practice).
@@ -37,6 +39,17 @@ pub struct RealmServers {
     pub udp: bool,
     /// Which client and service principals may be asked for.
     pub policy: Policy,
+    /// Which lists come from DNS (`kdc = "dns"`, `kpasswd = "dns"`).
+    pub dns: Discover,
+}
+
+/// Which of a realm's server lists are discovered in DNS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discover {
+    /// `kdc = "dns"`.
+    pub kdc: bool,
+    /// `kpasswd = "dns"`.
+    pub kpasswd: bool,
 }
 
 impl RealmServers {
@@ -45,6 +58,14 @@ impl RealmServers {
         match service {
             Service::Kdc => &self.kdc,
             Service::Kpasswd => &self.kpasswd,
+        }
+    }
+
+    /// Whether the servers for `service` are discovered in DNS.
+    pub fn discovers(&self, service: Service) -> bool {
+        match service {
+            Service::Kdc => self.dns.kdc,
+            Service::Kpasswd => self.dns.kpasswd,
         }
     }
 }
@@ -99,6 +120,8 @@ pub struct Config {
     pub audit_principals: bool,
     /// The password-guessing throttle.
     pub throttle: throttle::Settings,
+    /// KDC discovery in DNS and its destination allow-list.
+    pub discovery: Arc<discovery::Settings>,
 }
 
 impl Config {
@@ -107,11 +130,29 @@ impl Config {
         self.realms
             .values()
             .map(|r| {
+                if r.dns.kdc || r.dns.kpasswd {
+                    return self.discovery.timeout
+                        + self.limits.exchange_bound(discovery::MAX_SERVERS, r.udp);
+                }
                 let n = r.kdc.len().max(r.kpasswd.len());
                 self.limits.exchange_bound(n, r.udp)
             })
             .max()
             .unwrap_or_default()
+    }
+
+    /// The configured realm serving requests for `realm`: the section of
+    /// that exact name, else the wildcard section (`*.SUFFIX`) with the
+    /// longest suffix matching it.
+    pub fn realm(&self, realm: &str) -> Option<&RealmServers> {
+        if let Some(r) = self.realms.get(realm) {
+            return Some(r);
+        }
+        self.realms
+            .iter()
+            .filter(|(pattern, _)| discovery::wildcard_matches(pattern, realm))
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(_, r)| r)
     }
 }
 
@@ -127,6 +168,8 @@ struct FileConfig {
     throttle: ThrottleSection,
     #[serde(default)]
     realms: BTreeMap<String, RealmSection>,
+    #[serde(default)]
+    discovery: DiscoverySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,11 +223,25 @@ struct ThrottleSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DiscoverySection {
+    allow_ports: Option<Vec<u16>>,
+    allow_loopback: Option<bool>,
+    allow_networks: Option<Vec<String>>,
+    deny_networks: Option<Vec<String>>,
+    nameservers: Option<Vec<String>>,
+    min_ttl: Option<Seconds>,
+    max_ttl: Option<Seconds>,
+    stale_for: Option<Seconds>,
+    timeout: Option<Seconds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RealmSection {
     #[serde(default)]
-    kdc: Vec<String>,
+    kdc: ServerList,
     #[serde(default)]
-    kpasswd: Vec<String>,
+    kpasswd: ServerList,
     #[serde(default)]
     udp: bool,
     #[serde(default)]
@@ -195,6 +252,48 @@ struct RealmSection {
     allow_services: Vec<String>,
     #[serde(default)]
     deny_services: Vec<String>,
+}
+
+/// A realm's `kdc` or `kpasswd` in TOML: a list of servers, or the
+/// string "dns".
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerList {
+    List(Vec<String>),
+    Dns,
+}
+
+impl Default for ServerList {
+    fn default() -> Self {
+        ServerList::List(Vec::new())
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServerList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of servers, or \"dns\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerList, E> {
+                match v {
+                    "dns" => Ok(ServerList::Dns),
+                    _ => Err(E::custom(format!(
+                        "{v:?}: expected a list of servers ([\"{v}\"]) or \"dns\""
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ServerList, A::Error> {
+                let mut list = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    list.push(s);
+                }
+                Ok(ServerList::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A byte count in TOML: an integer, or a string such as "128KiB".
@@ -344,12 +443,18 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
     let mut realms = BTreeMap::new();
     for (name, section) in file.realms {
         addr::check_realm(&name).map_err(|e| format!("[realms.{name:?}]: {e}"))?;
-        let parse_all = |list: &[String], port: u16, key: &str| {
-            list.iter()
+        let parse_all = |list: &ServerList, port: u16, key: &str| match list {
+            ServerList::Dns => Ok(Vec::new()),
+            ServerList::List(list) => list
+                .iter()
                 .map(|s| {
                     addr::parse_server(s, port).map_err(|e| format!("[realms.{name:?}] {key}: {e}"))
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>(),
+        };
+        let dns = Discover {
+            kdc: section.kdc == ServerList::Dns,
+            kpasswd: section.kpasswd == ServerList::Dns,
         };
         let policy = Policy {
             allow_clients: section.allow_clients,
@@ -363,6 +468,7 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
             policy,
+            dns,
         };
         realms.insert(name, servers);
     }
@@ -379,9 +485,15 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
                     (or a [realms.\"REALM\"] section)"
             .into());
     }
+    // A command-line list replaces a file's "dns" too.
+    for (name, r) in realms.iter_mut() {
+        r.dns.kdc &= r.kdc.is_empty();
+        r.dns.kpasswd &= r.kpasswd.is_empty();
+        check_realm_discovery(name, r)?;
+    }
     if let Some((name, _)) = realms
         .iter()
-        .find(|(_, r)| r.kdc.is_empty() && r.kpasswd.is_empty())
+        .find(|(_, r)| r.kdc.is_empty() && r.kpasswd.is_empty() && !r.dns.kdc && !r.dns.kpasswd)
     {
         return Err(format!(
             "realm {name:?} has neither kdc nor kpasswd servers"
@@ -520,6 +632,9 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
     };
     throttle.validate()?;
 
+    // KDC discovery in DNS: defaults, then the file's [discovery].
+    let discovery = discovery_settings(file.discovery, &listen, metrics_listen)?;
+
     Ok(Config {
         listen,
         transport,
@@ -532,7 +647,77 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         log_format,
         audit_principals,
         throttle,
+        discovery: Arc::new(discovery),
     })
+}
+
+/// A wildcard realm section (`*.SUFFIX`) must discover its servers in DNS:
+/// a fixed list would send every sub-realm's requests to the same KDCs.
+fn check_realm_discovery(name: &str, r: &RealmServers) -> Result<(), String> {
+    let Some(suffix) = name.strip_prefix("*.") else {
+        if name.contains('*') {
+            return Err(format!(
+                "[realms.{name:?}]: '*' is allowed only as a leading \"*.\" (a wildcard section)"
+            ));
+        }
+        return Ok(());
+    };
+    if suffix.contains('*') || discovery::dns_name(suffix).is_err() {
+        return Err(format!(
+            "[realms.{name:?}]: a wildcard section is \"*.\" followed by a realm that is a DNS name"
+        ));
+    }
+    if !r.kdc.is_empty() || !r.kpasswd.is_empty() || !r.dns.kdc {
+        return Err(format!(
+            "[realms.{name:?}]: a wildcard section must have kdc = \"dns\" (and kpasswd = \"dns\" \
+             or none): a fixed server list cannot serve every sub-realm"
+        ));
+    }
+    Ok(())
+}
+
+fn discovery_settings(
+    f: DiscoverySection,
+    listen: &[SocketAddr],
+    metrics_listen: Option<SocketAddr>,
+) -> Result<discovery::Settings, String> {
+    let d = discovery::Settings::default();
+    let nets = |list: Option<Vec<String>>, key: &str| {
+        list.unwrap_or_default()
+            .iter()
+            .map(|s| IpNet::parse(s).map_err(|e| format!("[discovery] {key}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let nameservers = f
+        .nameservers
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            addr::parse_server(s, 53)
+                .ok()
+                .and_then(|a| match a.host {
+                    addr::Host::Ip(ip) => Some(SocketAddr::new(ip, a.port)),
+                    addr::Host::Name(_) => None,
+                })
+                .ok_or_else(|| {
+                    format!("[discovery] nameservers: {s:?} is not IP[:PORT] or [IPv6]:PORT")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = discovery::Settings {
+        allow_ports: f.allow_ports.unwrap_or(d.allow_ports),
+        allow_loopback: f.allow_loopback.unwrap_or(d.allow_loopback),
+        allow_networks: nets(f.allow_networks, "allow_networks")?,
+        deny_networks: nets(f.deny_networks, "deny_networks")?,
+        nameservers,
+        min_ttl: f.min_ttl.map_or(d.min_ttl, |s| s.0),
+        max_ttl: f.max_ttl.map_or(d.max_ttl, |s| s.0),
+        stale_for: f.stale_for.map_or(d.stale_for, |s| s.0),
+        timeout: f.timeout.map_or(d.timeout, |s| s.0),
+        own: listen.iter().copied().chain(metrics_listen).collect(),
+    };
+    settings.validate()?;
+    Ok(settings)
 }
 
 /// Checks the MS-KKDCP path: absolute, plain characters, not one of the

@@ -22,6 +22,7 @@ mod audit;
 mod cli;
 mod client;
 mod config;
+mod discovery;
 mod exchange;
 mod fdlimit;
 mod glob;
