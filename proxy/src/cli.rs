@@ -43,7 +43,8 @@ pub struct Args {
     pub plaintext: bool,
 
     /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
-    /// (tried in the order given). Port defaults to 88.
+    /// (tried in the order given). Port defaults to 88. (KDCs found in DNS:
+    /// kdc = "dns" in the config file.)
     #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]
     pub realms: Vec<(String, ServerAddr)>,
 

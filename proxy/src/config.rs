@@ -1341,4 +1341,156 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("address_failures"), "{err}");
     }
+
+    /// `[discovery]`: the example names every key at the code's default,
+    /// and docs/proxy.md's rows write the code's defaults.
+    #[test]
+    fn every_written_discovery_default_is_the_code_default() {
+        let keys = [
+            "allow_ports",
+            "allow_loopback",
+            "allow_networks",
+            "deny_networks",
+            "nameservers",
+            "min_ttl",
+            "max_ttl",
+            "stale_for",
+            "timeout",
+        ];
+        let debug = format!("{:?}", discovery::Settings::default());
+        let fields = debug.matches(": ").count();
+        assert_eq!(fields, keys.len() + 1, "a new field? {debug}");
+        let base = ["--listen", "127.0.0.1:0", "--plaintext", "--realm", "R=k"];
+        let defaults = |c: Config| {
+            let d = discovery::Settings {
+                own: c.discovery.own.clone(),
+                ..discovery::Settings::default()
+            };
+            assert_eq!(*c.discovery, d);
+        };
+        let example = include_str!("../krb5-wss-proxy.example.toml");
+        for k in keys {
+            assert!(example.contains(&format!("\n{k} = ")), "example lacks {k}");
+        }
+        defaults(merge(Args::default(), parse_file(example).unwrap(), None).unwrap());
+        let docs = include_str!("../../docs/proxy.md");
+        let mut toml = String::from("[discovery]\n");
+        for k in keys {
+            let v = docs_default(docs, "discovery", k);
+            if v.starts_with('[') || v == "true" || v == "false" {
+                toml.push_str(&format!("{k} = {v}\n"));
+            } else {
+                toml.push_str(&format!("{k} = \"{v}\"\n"));
+            }
+        }
+        defaults(from(&base, &toml).unwrap_or_else(|e| panic!("{e}\n{toml}")));
+    }
+
+    #[test]
+    fn dns_realms_and_wildcards() {
+        let base = ["--listen", "127.0.0.1:0", "--plaintext"];
+        let c = from(
+            &base,
+            "[realms.\"A.ORG\"]\nkdc = \"dns\"\nkpasswd = \"dns\"\n\
+             [realms.\"*.B.ORG\"]\nkdc = \"dns\"\n\
+             [realms.\"*.C.B.ORG\"]\nkdc = \"dns\"\nudp = true\n\
+             [realms.\"X.B.ORG\"]\nkdc = [\"k\"]\n",
+        )
+        .unwrap();
+        let a = &c.realms["A.ORG"];
+        assert!(a.discovers(Service::Kdc) && a.discovers(Service::Kpasswd));
+        assert!(a.kdc.is_empty());
+        // Exact wins; then the longest wildcard suffix.
+        assert_eq!(c.realm("X.B.ORG").unwrap().kdc.len(), 1);
+        assert!(!c.realm("B.ORG").unwrap().udp);
+        assert!(c.realm("D.C.B.ORG").unwrap().udp);
+        assert!(c.realm("C.B.ORG").unwrap().udp);
+        assert!(!c.realm("Q.B.ORG").unwrap().udp);
+        for no in ["b.org", "EVILB.ORG", "B.ORG.EVIL", "A.ORG.X", "OTHER"] {
+            assert!(c.realm(no).is_none(), "{no}");
+        }
+        // A discovered realm's exchange bound includes the DNS deadline.
+        assert!(c.max_exchange_time() >= c.discovery.timeout);
+        // --realm replaces the file's "dns".
+        let mut v = base.to_vec();
+        v.extend(["--realm", "A.ORG=k"]);
+        let c = from(&v, "[realms.\"A.ORG\"]\nkdc = \"dns\"\n").unwrap();
+        assert!(!c.realms["A.ORG"].dns.kdc && c.realms["A.ORG"].kdc.len() == 1);
+
+        for (toml, want) in [
+            (
+                "[realms.\"*.B.ORG\"]\nkdc = [\"k\"]\n",
+                "wildcard section must have kdc = \"dns\"",
+            ),
+            (
+                "[realms.\"*.B.ORG\"]\nkpasswd = \"dns\"\n",
+                "wildcard section must have",
+            ),
+            (
+                "[realms.\"*.B.ORG\"]\nkdc = \"dns\"\nkpasswd = [\"k\"]\n",
+                "wildcard section must have",
+            ),
+            (
+                "[realms.\"B.*.ORG\"]\nkdc = \"dns\"\n",
+                "'*' is allowed only",
+            ),
+            (
+                "[realms.\"*B.ORG\"]\nkdc = \"dns\"\n",
+                "'*' is allowed only",
+            ),
+            ("[realms.\"*.*.ORG\"]\nkdc = \"dns\"\n", "DNS name"),
+            (
+                "[realms.\"A\"]\nkdc = \"kdc1\"\n",
+                "expected a list of servers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"DNS\"\n",
+                "expected a list of servers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = []\n",
+                "allow_ports is empty",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = [0]\n",
+                "allow_ports",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = [70000]\n",
+                "allow_ports",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nmin_ttl = \"2h\"\n",
+                "min_ttl",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_networks = [\"10/8\"]\n",
+                "allow_networks",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nnameservers = [\"dns.example\"]\n",
+                "nameservers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nresolver = \"x\"\n",
+                "unknown field",
+            ),
+        ] {
+            let err = from(&base, toml).unwrap_err();
+            assert!(err.contains(want), "{toml}: {err}");
+        }
+        let c = from(
+            &base,
+            "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nnameservers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.discovery.nameservers,
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.discovery.own, vec!["127.0.0.1:0".parse().unwrap()]);
+    }
 }

@@ -248,11 +248,18 @@ fn log_config(config: &config::Config) {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let shown = |dns: bool, v: &[addr::ServerAddr]| {
+            if dns {
+                "dns".to_string()
+            } else {
+                format!("[{}]", list(v))
+            }
+        };
         log::info!(
-            "realm {} kdc=[{}] kpasswd=[{}] udp={}",
+            "realm {} kdc={} kpasswd={} udp={}",
             logfmt::Value(realm),
-            list(&servers.kdc),
-            list(&servers.kpasswd),
+            shown(servers.dns.kdc, &servers.kdc),
+            shown(servers.dns.kpasswd, &servers.kpasswd),
             servers.udp
         );
         let p = &servers.policy;
