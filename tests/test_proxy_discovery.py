@@ -155,6 +155,35 @@ def test_ttl_expiry_queries_again(dns, start_proxy, realm, pki, tmp_path):
     assert len(exchanges(proxy, realm.name)) == 4
 
 
+def test_last_good_answer_is_kept_for_stale_for_when_dns_fails(dns, start_proxy, realm, pki, tmp_path):
+    """DNS goes away after the first lookup: past the TTL (1 s) the old answer
+    still serves, the failed refresh is logged, and once `stale_for` (3 s)
+    past the TTL has gone the realm fails closed (4502)."""
+    port = kdc_port(realm)
+    server = dns(realm.name, srv={f"_kerberos._tcp.{realm.name}": [("kdc.krbtest.com", port, 0, 0)]},
+                 hosts={"kdc.krbtest.com": "127.0.0.1"}, ttl=1)
+    proxy = start_dns_proxy(
+        start_proxy, tmp_path, pki, server, f'[realms."{realm.name}"]\nkdc = "dns"\n',
+        f'allow_ports = [{port}]\nallow_networks = ["127.0.0.1"]\nmin_ttl = "1s"\nstale_for = "3s"\n'
+        f'timeout = "1s"')
+    start = time.monotonic()
+    assert_preauth_required(run(as_reqs(proxy, pki, realm.name, user_of(realm), 1))[0])
+    server.stop()
+    time.sleep(max(0.0, start + 1.5 - time.monotonic()))
+    assert_preauth_required(run(as_reqs(proxy, pki, realm.name, user_of(realm), 1))[0])
+    wait_for_log(proxy, rf"discovery refresh failed realm={realm.name} service=kdc .*keeping the last good answer")
+    time.sleep(max(0.0, start + 2.5 - time.monotonic()))
+    assert_preauth_required(run(as_reqs(proxy, pki, realm.name, user_of(realm), 1))[0])
+    time.sleep(max(0.0, start + 4.6 - time.monotonic()))
+
+    async def fails():
+        async with ws_connect(proxy, pki) as ws:
+            await ws.send(frame(as_req(user_of(realm), realm.name)))
+            await expect_close(ws, 4502)
+    run(fails())
+    assert len(exchanges(proxy, realm.name)) == 4
+
+
 class Trap:
     """A TCP listener that counts connections (nothing may reach it)."""
 
