@@ -13,9 +13,35 @@ use std::time::Duration;
 /// Kerberos over WebSockets: accepts wss:// connections on /kdc and
 /// /kpasswd and forwards each Kerberos request to the configured KDCs of
 /// its realm.
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the TOML [realms] equivalent to a kdcproxy configuration
+    /// (kdcproxy.conf), naming on standard error what cannot be honoured.
+    /// Exit 1 on an error, or for dns_realm_discovery = true.
+    ConvertKdcproxy {
+        /// kdcproxy's configuration file, e.g. /etc/kdcproxy.conf.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// krb5.conf read for `configs = mit`; repeatable.
+        /// [default: $KRB5_CONFIG, else /etc/krb5.conf]
+        #[arg(long, value_name = "FILE")]
+        krb5_conf: Vec<PathBuf>,
+    },
+}
+
 #[derive(Debug, Parser, Default, Clone)]
-#[command(name = "krb5-wss-proxy", version, max_term_width = 100)]
+#[command(
+    name = "krb5-wss-proxy",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A subcommand instead of running the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

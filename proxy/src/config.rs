@@ -374,6 +374,12 @@ fn load_file(path: &Path) -> Result<FileConfig, String> {
     parse_file(&text).map_err(|e| format!("config file {name}: {e}"))
 }
 
+/// A configuration from TOML text alone (tests of other modules).
+#[cfg(test)]
+pub fn tests_parse(text: &str) -> Result<Config, String> {
+    merge(Args::default(), parse_file(text)?, None)
+}
+
 fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
 }

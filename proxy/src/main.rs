@@ -27,6 +27,7 @@ mod exchange;
 mod fdlimit;
 mod glob;
 mod http;
+mod kdcproxy_conf;
 mod kkdcp;
 mod limits;
 mod logfmt;
@@ -86,6 +87,9 @@ fn main() -> ExitCode {
         })
         .write_style(env_logger::WriteStyle::Never)
         .init();
+    if let Some(cli::Command::ConvertKdcproxy { file, krb5_conf }) = &args.command {
+        return convert_kdcproxy(file, krb5_conf);
+    }
     let result = if args.check_config {
         check_config(&args)
     } else {
@@ -96,6 +100,34 @@ fn main() -> ExitCode {
         Err(e) => {
             // Startup errors go to stderr whatever the log level.
             eprintln!("krb5-wss-proxy: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `convert-kdcproxy FILE`: the TOML on stdout, the notes on stderr.
+fn convert_kdcproxy(file: &std::path::Path, krb5_conf: &[std::path::PathBuf]) -> ExitCode {
+    let files = if krb5_conf.is_empty() {
+        kdcproxy_conf::default_krb5_conf()
+    } else {
+        krb5_conf.to_vec()
+    };
+    match kdcproxy_conf::convert(file, &files) {
+        Ok(c) => {
+            for n in &c.notes {
+                eprintln!("krb5-wss-proxy: convert-kdcproxy: note: {n}");
+            }
+            let mut out = std::io::stdout().lock();
+            match out.write_all(c.toml.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("krb5-wss-proxy: error: cannot write to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("krb5-wss-proxy: error: convert-kdcproxy: {e}");
             ExitCode::FAILURE
         }
     }
