@@ -22,27 +22,13 @@ import time
 import pytest
 
 from conftest import PROXY_BIN, Daemon, Realm, ns_command, wss_client
-from test_dns import DnsServer
+from test_dns import dns  # noqa: F401 (the fixture)
 from test_proxy import (as_req, assert_preauth_required, expect_close, frame, kpasswd_req, recv, run,
                         user_of, wait_for_log, ws_connect)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="dnsmasq must bind port 53 on a loopback address (run as root, as CI does)"
 )
-
-
-@pytest.fixture
-def dns(tmp_path):
-    servers: list[DnsServer] = []
-
-    def start(*args, **kw) -> DnsServer:
-        s = DnsServer(tmp_path, *args, **kw)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def kdc_port(realm) -> int:
@@ -367,7 +353,6 @@ def test_kinit_kvno_kpasswd_through_a_kdc_found_with_the_system_resolv_conf(
     proxy = Daemon(ns_command([str(PROXY_BIN), "--config", path], None, server.resolv_conf), tmp_path, env)
     try:
         proxy.port = int(proxy.listen_line.rsplit(":", 1)[1])
-        proxy.url = lambda p="/kdc", host="localhost", scheme="wss": f"{scheme}://{host}:{proxy.port}{p}"
         c = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "client")
         r = c.kinit()
         assert r.returncode == 0, r.output
@@ -383,3 +368,70 @@ def test_kinit_kvno_kpasswd_through_a_kdc_found_with_the_system_resolv_conf(
         assert server.queries(f"_kpasswd._tcp.{realm.name}", "SRV") == 1
     finally:
         proxy.stop()
+
+
+# ---------------------------------------------------------------------------
+# kdcproxy.conf: convert-kdcproxy
+
+
+def convert(conf, env=None, *extra):
+    import subprocess
+    return subprocess.run([str(PROXY_BIN), "convert-kdcproxy", str(conf), *extra], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+def test_freeipa_kdcproxy_conf_converts_and_serves_kinit_and_kpasswd(start_proxy, realm, pki, plugin_dir,
+                                                                       tmp_path):
+    """kdcproxy.conf as FreeIPA installs it (`configs = mit`, `use_dns =
+    false`): the realms come from krb5.conf ($KRB5_CONFIG, through an
+    includedir as FreeIPA's krb5.conf has one); the converted TOML serves a
+    real kinit and kpasswd through the plugin."""
+    conf = tmp_path / "kdcproxy.conf"
+    conf.write_text("[global]\nconfigs = mit\nuse_dns = false\n\n")
+    included = tmp_path / "krb5.conf.d"
+    included.mkdir()
+    (included / "realm.conf").write_text(
+        f"[realms]\n {realm.name} = {{\n  kdc = {realm.kdc_addr}\n"
+        f"  kpasswd_server = {realm.kpasswd_addr}\n  admin_server = 127.0.0.1:749\n"
+        f"  pkinit_anchors = FILE:/etc/ipa/ca.crt\n }}\n")
+    krb5 = tmp_path / "krb5.conf"
+    krb5.write_text(f"includedir {included}/\n\n[libdefaults]\n default_realm = {realm.name}\n")
+    r = convert(conf, dict(os.environ, KRB5_CONFIG=str(krb5)))
+    assert r.returncode == 0, r.stderr
+    assert f'[realms."{realm.name}"]\nkdc = ["{realm.kdc_addr}"]\n' in r.stdout, r.stdout
+    # kpasswd_server, then admin_server's host on port 464.
+    assert f'kpasswd = ["{realm.kpasswd_addr}", "127.0.0.1:464"]\n' in r.stdout, r.stdout
+    assert "dns" not in r.stdout.split("# Add [server]")[1], r.stdout
+    toml = tmp_path / "converted.toml"
+    toml.write_text(f'[server]\nlisten = ["127.0.0.1:0"]\ncert = "{pki.server_cert}"\n'
+                    f'key = "{pki.server_key}"\n{r.stdout}')
+    proxy = start_proxy(["--config", str(toml)])
+    c = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "client")
+    res = c.kinit()
+    assert res.returncode == 0, res.output
+    princ = f"kdcproxypw@{realm.name}"
+    realm.addprinc(princ, "kp-old-1")
+    res = c.run(["kpasswd", princ], input="kp-old-1\nkp-new-2\nkp-new-2\n")
+    assert res.returncode == 0, res.output
+
+
+def test_dns_realm_discovery_is_refused_with_the_reason(tmp_path):
+    conf = tmp_path / "kdcproxy.conf"
+    conf.write_text("[global]\nuse_dns = true\ndns_realm_discovery = true\n\n[EXAMPLE.COM]\n")
+    r = convert(conf)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert "dns_realm_discovery = true is refused" in r.stderr and "CVE-2025-59088" in r.stderr, r.stderr
+    assert str(conf) in r.stderr
+
+
+def test_what_cannot_be_honoured_is_named(tmp_path):
+    conf = tmp_path / "kdcproxy.conf"
+    conf.write_text("[global]\nsilence_port_warn = true\n\n[EXAMPLE.COM]\n"
+                    "kerberos = kerberos+udp://kdc.example.com https://kdc.example.com/KdcProxy\n\n"
+                    "[*AD.EXAMPLE.COM]\n")
+    r = convert(conf)
+    assert r.returncode == 0, r.stderr
+    for want in ["UDP only", "scheme https://", "silence_port_warn"]:
+        assert f"convert-kdcproxy: note: " in r.stderr and want in r.stderr, r.stderr
+    assert '[realms."EXAMPLE.COM"]\nkdc = ["kdc.example.com:88"]\nkpasswd = "dns"\nudp = true\n' in r.stdout
+    assert '[realms."*.AD.EXAMPLE.COM"]\nkdc = "dns"\nkpasswd = "dns"\n' in r.stdout

@@ -359,19 +359,24 @@ impl<'de> Deserialize<'de> for Seconds {
 
 /// Reads and parses a configuration file, naming it in every error.
 fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| format!("config file {e}"))?;
+    parse_file(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Reads the text file at `path`, at most `max` bytes; errors start with
+/// the path.
+pub fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
     use std::io::Read;
     let name = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("config file {name}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
     let mut text = String::new();
-    file.take(MAX_CONFIG_FILE + 1)
+    file.take(max + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("config file {name}: {e}"))?;
-    if text.len() as u64 > MAX_CONFIG_FILE {
-        return Err(format!(
-            "config file {name}: larger than {MAX_CONFIG_FILE} bytes"
-        ));
+        .map_err(|e| format!("{name}: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!("{name}: larger than {max} bytes"));
     }
-    parse_file(&text).map_err(|e| format!("config file {name}: {e}"))
+    Ok(text)
 }
 
 /// A configuration from TOML text alone (tests of other modules).

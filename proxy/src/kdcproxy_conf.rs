@@ -192,7 +192,7 @@ fn show(s: &ServerAddr) -> String {
 /// the krb5.conf files `krb5_conf`) and converts it.
 pub fn convert(path: &Path, krb5_conf: &[PathBuf]) -> Result<Converted, String> {
     let file = path.display().to_string();
-    let text = read_limited(path)?;
+    let text = crate::config::read_bounded(path, MAX_FILE)?;
     let sections = parse_ini(&file, &text)?;
     let mut notes = Vec::new();
     let global = sections
@@ -432,20 +432,6 @@ fn strip_port(v: &str) -> &str {
     v
 }
 
-fn read_limited(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let name = path.display();
-    let f = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
-    let mut text = String::new();
-    f.take(MAX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{name}: {e}"))?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(format!("{name}: larger than {MAX_FILE} bytes"));
-    }
-    Ok(text)
-}
-
 /// A realm's relations in krb5.conf that name servers.
 #[derive(Debug, Default, Clone)]
 struct ProfileRealm {
@@ -503,7 +489,7 @@ fn read_profile_file(
         ));
     }
     let name = path.display().to_string();
-    let text = read_limited(path)?;
+    let text = crate::config::read_bounded(path, MAX_FILE)?;
     let mut section = String::new();
     // Inside [realms]: the realm being read and the brace depth.
     let mut realm: Option<String> = None;
