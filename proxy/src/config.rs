@@ -145,6 +145,11 @@ impl Config {
     /// that exact name, else the wildcard section (`*.SUFFIX`) with the
     /// longest suffix matching it.
     pub fn realm(&self, realm: &str) -> Option<&RealmServers> {
+        // No configured realm holds '*' but a wildcard section's name,
+        // which a client must not match by sending it.
+        if realm.contains('*') {
+            return None;
+        }
         if let Some(r) = self.realms.get(realm) {
             return Some(r);
         }
@@ -1417,7 +1422,15 @@ mod tests {
         assert!(c.realm("D.C.B.ORG").unwrap().udp);
         assert!(c.realm("C.B.ORG").unwrap().udp);
         assert!(!c.realm("Q.B.ORG").unwrap().udp);
-        for no in ["b.org", "EVILB.ORG", "B.ORG.EVIL", "A.ORG.X", "OTHER"] {
+        for no in [
+            "b.org",
+            "EVILB.ORG",
+            "B.ORG.EVIL",
+            "A.ORG.X",
+            "OTHER",
+            "*.B.ORG",
+            "*.C.B.ORG",
+        ] {
             assert!(c.realm(no).is_none(), "{no}");
         }
         // A discovered realm's exchange bound includes the DNS deadline.

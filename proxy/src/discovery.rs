@@ -352,7 +352,16 @@ impl Discovery {
         if let Some(found) = self.cached(&slot, settings, metrics, &key) {
             return found;
         }
-        let result = self.lookup(settings, metrics, &key).await;
+        // The wait for the lock and the lookup share one deadline.
+        let result = tokio::time::timeout_at(deadline, self.lookup(settings, metrics, &key))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure(format!(
+                    "DNS lookup for {} not complete within {:?} ([discovery] timeout)",
+                    Value(realm),
+                    settings.timeout
+                )))
+            });
         let mut st = lock(&slot.state);
         match result {
             Ok(good) => {
@@ -611,9 +620,9 @@ async fn discover(
                         metrics.discovery_refused(why);
                         log::warn!(
                             "discovery refused realm={} service={service} record={name} \
-                             target={host}:{} address={dest} reason={}",
+                             target={} address={dest} reason={}",
                             Value(realm),
-                            srv.port,
+                            Value(&format!("{host}:{}", srv.port)),
                             Value(why.explain())
                         );
                         refused.push(format!("{dest} ({})", why.label()));
