@@ -292,7 +292,7 @@ def test_wildcard_section_serves_sub_realms(dns, start_proxy, realm, pki, plugin
             async with ws_connect(proxy, pki) as ws:
                 await ws.send(frame(as_req("someone", name)))
                 await expect_close(ws, 4403)
-        for lookalike in ["EVILKRBTEST.COM", "sub.krbtest.com", "KRBTEST.COM.EVIL.ORG"]:
+        for lookalike in ["EVILKRBTEST.COM", "sub.krbtest.com", "KRBTEST.COM.EVIL.ORG", f"*.{realm.name}"]:
             run(refused(lookalike))
         log = server.log_path.read_text()
         assert "evilkrbtest" not in log.lower() and "evil.org" not in log.lower(), log
