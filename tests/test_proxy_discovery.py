@@ -305,8 +305,12 @@ def test_unconfigured_realm_is_never_looked_up(dns, start_proxy, realm, pki, tmp
     port = kdc_port(realm)
     server = dns(realm.name, srv={f"_kerberos._tcp.{realm.name}": [("kdc.krbtest.com", port, 0, 0)]},
                  hosts={"kdc.krbtest.com": "127.0.0.1"})
-    proxy = start_dns_proxy(start_proxy, tmp_path, pki, server, f'[realms."{realm.name}"]\nkdc = "dns"\n',
-                            f'allow_ports = [{port}]\nallow_networks = ["127.0.0.1"]')
+    # The realm from the command line (`--realm R=dns`), [discovery] from the file.
+    path = proxy_toml(tmp_path, pki, "", f'nameservers = ["{server.address}"]\nallow_ports = [{port}]\n'
+                                         f'allow_networks = ["127.0.0.1"]')
+    proxy = start_proxy(["--config", path, "--realm", f"{realm.name}=dns"])
+    assert_preauth_required(run(as_reqs(proxy, pki, realm.name, user_of(realm), 1))[0])
+    assert server.queries(f"_kerberos._tcp.{realm.name}", "SRV") == 1
 
     async def go():
         for name in ["OTHER.ORG", "KRBTEST.COM.OTHER.ORG", "X.KRBTEST.COM"]:
@@ -317,7 +321,7 @@ def test_unconfigured_realm_is_never_looked_up(dns, start_proxy, realm, pki, tmp
     wait_for_log(proxy, r"refused .* close=4403 .* realm=OTHER\.ORG .* detail=\"realm not configured\"")
     log = server.log_path.read_text().lower()
     assert "other.org" not in log and "x.krbtest.com" not in log, log
-    assert "query[" not in log, "nothing at all was asked"
+    assert server.queries(f"_kerberos._tcp.{realm.name}", "SRV") == 1, "only the configured realm was asked"
 
 
 def test_kpasswd_falls_back_to_kerberos_adm_with_port_464(dns, start_proxy, realm, pki, tmp_path):

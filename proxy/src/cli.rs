@@ -69,13 +69,13 @@ pub struct Args {
     pub plaintext: bool,
 
     /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
-    /// (tried in the order given). Port defaults to 88. (KDCs found in DNS:
-    /// kdc = "dns" in the config file.)
+    /// (tried in the order given). Port defaults to 88. REALM=dns finds the
+    /// realm's KDCs in DNS (SRV records; see [discovery] in the config).
     #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]
     pub realms: Vec<(String, ServerAddr)>,
 
     /// A kpasswd server of a realm; repeatable like --realm. Port defaults
-    /// to 464.
+    /// to 464. REALM=dns finds them in DNS.
     #[arg(long = "kpasswd", value_name = "REALM=HOST[:PORT]", value_parser = parse_kpasswd)]
     pub kpasswd: Vec<(String, ServerAddr)>,
 

@@ -501,10 +501,25 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
                     (or a [realms.\"REALM\"] section)"
             .into());
     }
-    // A command-line list replaces a file's "dns" too.
+    // A command-line list replaces a file's "dns" too; `--realm R=dns`
+    // (alone for its realm) is "dns".
     for (name, r) in realms.iter_mut() {
         r.dns.kdc &= r.kdc.is_empty();
         r.dns.kpasswd &= r.kpasswd.is_empty();
+        for (flag, list, dns) in [
+            ("--realm", &mut r.kdc, &mut r.dns.kdc),
+            ("--kpasswd", &mut r.kpasswd, &mut r.dns.kpasswd),
+        ] {
+            if list.contains(&addr::dns_marker()) {
+                if list.len() > 1 {
+                    return Err(format!(
+                        "{flag} {name}=dns: give either dns or servers for a realm, not both"
+                    ));
+                }
+                list.clear();
+                *dns = true;
+            }
+        }
         check_realm_discovery(name, r)?;
     }
     if let Some((name, _)) = realms
@@ -1435,6 +1450,23 @@ mod tests {
         }
         // A discovered realm's exchange bound includes the DNS deadline.
         assert!(c.max_exchange_time() >= c.discovery.timeout);
+        // --realm R=dns, alone for its realm.
+        let mut v = base.to_vec();
+        v.extend([
+            "--realm",
+            "A.ORG=dns",
+            "--kpasswd",
+            "A.ORG=dns",
+            "--realm",
+            "B.ORG=dns:88",
+        ]);
+        let c = from(&v, "").unwrap();
+        assert!(c.realms["A.ORG"].dns.kdc && c.realms["A.ORG"].kdc.is_empty());
+        assert!(c.realms["A.ORG"].dns.kpasswd && c.realms["A.ORG"].kpasswd.is_empty());
+        assert_eq!(c.realms["B.ORG"].kdc[0].to_string(), "dns:88");
+        let mut v = base.to_vec();
+        v.extend(["--realm", "A.ORG=dns", "--realm", "A.ORG=k"]);
+        assert!(from(&v, "").unwrap_err().contains("not both"));
         // --realm replaces the file's "dns".
         let mut v = base.to_vec();
         v.extend(["--realm", "A.ORG=k"]);
