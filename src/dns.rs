@@ -275,67 +275,7 @@ pub fn negative_ttl(msg: &[u8]) -> Option<u32> {
     None
 }
 
-/// Orders records by priority (lowest first) and, within a priority, by
-/// the RFC 2782 weighted random selection: zero-weight records first in the
-/// running sum, each pick made with probability proportional to weight.
-/// `random` supplies uniform u32 values.
-pub fn order_by_priority_and_weight<T: Clone>(
-    records: &[T],
-    key: impl Fn(&T) -> (u16, u16),
-    mut random: impl FnMut() -> u32,
-) -> Vec<T> {
-    let mut sorted: Vec<&T> = records.iter().collect();
-    sorted.sort_by_key(|r| key(r).0); // stable: answer order within a priority
-    let mut out = Vec::with_capacity(records.len());
-    let mut i = 0;
-    while let Some(first) = sorted.get(i) {
-        let prio = key(first).0;
-        let mut group: Vec<&T> = sorted
-            .get(i..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|r| key(r).0 == prio)
-            .copied()
-            .collect();
-        i += group.len();
-        // Zero weights first, as RFC 2782 prescribes for the running sum.
-        group.sort_by_key(|r| key(r).1 != 0);
-        while !group.is_empty() {
-            let total: u32 = group.iter().map(|r| u32::from(key(r).1)).sum();
-            let pick = if total == 0 {
-                0
-            } else {
-                let target = random() % (total + 1);
-                let mut sum = 0u32;
-                group
-                    .iter()
-                    .position(|r| {
-                        sum += u32::from(key(r).1);
-                        sum >= target
-                    })
-                    .unwrap_or(0)
-            };
-            out.push(group.remove(pick).clone());
-        }
-    }
-    out
-}
-
-/// A uniformly distributed random u32 from the standard library's
-/// per-process random hashing keys (no extra crate, no syscall per call
-/// beyond the first).
-pub fn random_u32() -> u32 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish() as u32
-}
+pub use krb5_wss_proto::srv::{order_by_priority_and_weight, random_u32};
 
 #[cfg(test)]
 pub(crate) mod tests {

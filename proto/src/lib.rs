@@ -10,7 +10,7 @@
 //! [`kerberos`] checks that a record is a request a proxy may forward and
 //! names its realm, [`kkdcp`] reads and writes MS-KKDCP messages, and
 //! [`close`] lists the documented close codes, [`krb_error`] writes
-//! KRB-ERROR replies. [`samples`] builds valid
+//! KRB-ERROR replies, [`srv`] orders SRV records (RFC 2782). [`samples`] builds valid
 //! sample requests for tests and fuzzing.
 
 #![forbid(unsafe_code)]
@@ -25,6 +25,7 @@ pub mod kkdcp;
 pub mod krb_error;
 pub mod principal;
 pub mod samples;
+pub mod srv;
 
 /// The WebSocket subprotocol the client offers and the proxy selects.
 pub const SUBPROTOCOL: &str = "binary";

@@ -148,12 +148,26 @@ pub fn check_realm(realm: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `REALM=HOST[:PORT]` as given to `--realm` and `--kpasswd`.
+/// What `--realm REALM=dns` / `--kpasswd REALM=dns` stands for in the
+/// command line's list: discovery in DNS (port 0 is never a server's; a
+/// host named `dns` is written `dns.` or `dns:88`).
+pub fn dns_marker() -> ServerAddr {
+    ServerAddr {
+        host: Host::Name("dns".into()),
+        port: 0,
+    }
+}
+
+/// Parses `REALM=HOST[:PORT]` (or `REALM=dns`) as given to `--realm` and
+/// `--kpasswd`.
 pub fn parse_realm_server(s: &str, default_port: u16) -> Result<(String, ServerAddr), String> {
     let (realm, server) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected REALM=HOST[:PORT]"))?;
     check_realm(realm).map_err(|e| format!("{s:?}: {e}"))?;
+    if server == "dns" {
+        return Ok((realm.to_string(), dns_marker()));
+    }
     let server = parse_server(server, default_port).map_err(|e| format!("{s:?}: {e}"))?;
     Ok((realm.to_string(), server))
 }

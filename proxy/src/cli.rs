@@ -8,15 +8,41 @@ use crate::limits::Limits;
 use crate::server_settings::ServerSettings;
 use crate::settings::{self, Def, Given};
 use crate::throttle;
-use clap::{ArgMatches, Command, Parser};
+use clap::{ArgMatches, Parser};
 use std::path::PathBuf;
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the TOML [realms] equivalent to a kdcproxy configuration
+    /// (kdcproxy.conf), naming on standard error what cannot be honoured.
+    /// Exit 1 on an error, or for dns_realm_discovery = true.
+    ConvertKdcproxy {
+        /// kdcproxy's configuration file, e.g. /etc/kdcproxy.conf.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// krb5.conf read for `configs = mit`; repeatable.
+        /// [default: $KRB5_CONFIG, else /etc/krb5.conf]
+        #[arg(long, value_name = "FILE")]
+        krb5_conf: Vec<PathBuf>,
+    },
+}
 
 /// Kerberos over WebSockets: accepts wss:// connections on /kdc and
 /// /kpasswd and forwards each Kerberos request to the configured KDCs of
 /// its realm.
 #[derive(Debug, Parser, Default, Clone)]
-#[command(name = "krb5-wss-proxy", version, max_term_width = 100)]
+#[command(
+    name = "krb5-wss-proxy",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A subcommand instead of running the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -27,12 +53,13 @@ pub struct Args {
     pub check_config: bool,
 
     /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
-    /// (tried in the order given). Port defaults to 88.
+    /// (tried in the order given). Port defaults to 88. REALM=dns finds the
+    /// realm's KDCs in DNS (SRV records; see [discovery] in the config).
     #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]
     pub realms: Vec<(String, ServerAddr)>,
 
     /// A kpasswd server of a realm; repeatable like --realm. Port defaults
-    /// to 464.
+    /// to 464. REALM=dns finds them in DNS.
     #[arg(long = "kpasswd", value_name = "REALM=HOST[:PORT]", value_parser = parse_kpasswd)]
     pub kpasswd: Vec<(String, ServerAddr)>,
 
@@ -52,6 +79,7 @@ pub fn tables() -> Vec<Vec<(&'static Def, String)>> {
         settings::described::<ServerSettings>(),
         settings::described::<Limits>(),
         settings::described::<throttle::Settings>(),
+        settings::described::<crate::discovery::Rules>(),
     ]
 }
 
@@ -66,10 +94,10 @@ impl clap::FromArgMatches for Given {
 }
 
 impl clap::Args for Given {
-    fn augment_args(cmd: Command) -> Command {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
         settings::augment(cmd, &tables())
     }
-    fn augment_args_for_update(cmd: Command) -> Command {
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         settings::augment(cmd, &tables())
     }
 }

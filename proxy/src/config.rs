@@ -9,6 +9,7 @@
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
+use crate::discovery;
 use crate::limits::Limits;
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
@@ -16,10 +17,13 @@ use crate::server_settings::ServerSettings;
 use crate::settings::{Given, Layers, Section, Table};
 use crate::throttle;
 use krb5_wss_proto::Service;
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest configuration file read (it is a few lines in practice).
@@ -37,6 +41,17 @@ pub struct RealmServers {
     pub udp: bool,
     /// Which client and service principals may be asked for.
     pub policy: Policy,
+    /// Which lists come from DNS (`kdc = "dns"`, `kpasswd = "dns"`).
+    pub dns: Discover,
+}
+
+/// Which of a realm's server lists are discovered in DNS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discover {
+    /// `kdc = "dns"`.
+    pub kdc: bool,
+    /// `kpasswd = "dns"`.
+    pub kpasswd: bool,
 }
 
 impl RealmServers {
@@ -45,6 +60,14 @@ impl RealmServers {
         match service {
             Service::Kdc => &self.kdc,
             Service::Kpasswd => &self.kpasswd,
+        }
+    }
+
+    /// Whether the servers for `service` are discovered in DNS.
+    pub fn discovers(&self, service: Service) -> bool {
+        match service {
+            Service::Kdc => self.dns.kdc,
+            Service::Kpasswd => self.dns.kpasswd,
         }
     }
 }
@@ -102,6 +125,8 @@ pub struct Config {
     pub audit_principals: bool,
     /// The password-guessing throttle.
     pub throttle: throttle::Settings,
+    /// KDC discovery in DNS and its destination allow-list.
+    pub discovery: Arc<discovery::Settings>,
 }
 
 impl Config {
@@ -110,11 +135,34 @@ impl Config {
         self.realms
             .values()
             .map(|r| {
+                if r.dns.kdc || r.dns.kpasswd {
+                    return self.discovery.timeout
+                        + self.limits.exchange_bound(discovery::MAX_SERVERS, r.udp);
+                }
                 let n = r.kdc.len().max(r.kpasswd.len());
                 self.limits.exchange_bound(n, r.udp)
             })
             .max()
             .unwrap_or_default()
+    }
+
+    /// The configured realm serving requests for `realm`: the section of
+    /// that exact name, else the wildcard section (`*.SUFFIX`) with the
+    /// longest suffix matching it.
+    pub fn realm(&self, realm: &str) -> Option<&RealmServers> {
+        // No configured realm holds '*' but a wildcard section's name,
+        // which a client must not match by sending it.
+        if realm.contains('*') {
+            return None;
+        }
+        if let Some(r) = self.realms.get(realm) {
+            return Some(r);
+        }
+        self.realms
+            .iter()
+            .filter(|(pattern, _)| discovery::wildcard_matches(pattern, realm))
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(_, r)| r)
     }
 }
 
@@ -131,15 +179,17 @@ struct FileConfig {
     throttle: Section,
     #[serde(default)]
     realms: BTreeMap<String, RealmSection>,
+    #[serde(default)]
+    discovery: Section,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RealmSection {
     #[serde(default)]
-    kdc: Vec<String>,
+    kdc: ServerList,
     #[serde(default)]
-    kpasswd: Vec<String>,
+    kpasswd: ServerList,
     #[serde(default)]
     udp: bool,
     #[serde(default)]
@@ -164,6 +214,48 @@ struct Loaded {
     dir: Option<PathBuf>,
 }
 
+/// A realm's `kdc` or `kpasswd` in TOML: a list of servers, or the
+/// string "dns".
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerList {
+    List(Vec<String>),
+    Dns,
+}
+
+impl Default for ServerList {
+    fn default() -> Self {
+        ServerList::List(Vec::new())
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServerList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of servers, or \"dns\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerList, E> {
+                match v {
+                    "dns" => Ok(ServerList::Dns),
+                    _ => Err(E::custom(format!(
+                        "{v:?}: expected a list of servers ([\"{v}\"]) or \"dns\""
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ServerList, A::Error> {
+                let mut list = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    list.push(s);
+                }
+                Ok(ServerList::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl Loaded {
     /// Parses `text`, naming `name` in errors.
     fn parse(text: String, name: String, dir: Option<PathBuf>) -> Result<Loaded, String> {
@@ -179,16 +271,8 @@ impl Loaded {
 
     /// Reads and parses a configuration file, naming it in every error.
     fn read(path: &Path) -> Result<Loaded, String> {
-        use std::io::Read;
+        let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| format!("config file {e}"))?;
         let name = format!("config file {}: ", path.display());
-        let file = std::fs::File::open(path).map_err(|e| format!("{name}{e}"))?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_FILE + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{name}{e}"))?;
-        if text.len() as u64 > MAX_CONFIG_FILE {
-            return Err(format!("{name}larger than {MAX_CONFIG_FILE} bytes"));
-        }
         Loaded::parse(text, name, path.parent().map(Path::to_path_buf))
     }
 
@@ -209,6 +293,31 @@ impl Loaded {
             (p, _) => p,
         }
     }
+}
+
+/// Reads the text file at `path`, at most `max` bytes; errors start with
+/// the path.
+pub fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let name = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!("{name}: larger than {max} bytes"));
+    }
+    Ok(text)
+}
+
+/// A configuration from TOML text alone (tests of other modules).
+#[cfg(test)]
+pub fn tests_parse(text: &str) -> Result<Config, String> {
+    merge(
+        Args::default(),
+        &Loaded::parse(text.into(), String::new(), None)?,
+    )
 }
 
 impl Config {
@@ -265,12 +374,18 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
     let mut realms = BTreeMap::new();
     for (name, section) in &file.realms {
         addr::check_realm(name).map_err(|e| format!("[realms.{name:?}]: {e}"))?;
-        let parse_all = |list: &[String], port: u16, key: &str| {
-            list.iter()
+        let parse_all = |list: &ServerList, port: u16, key: &str| match list {
+            ServerList::Dns => Ok(Vec::new()),
+            ServerList::List(list) => list
+                .iter()
                 .map(|s| {
                     addr::parse_server(s, port).map_err(|e| format!("[realms.{name:?}] {key}: {e}"))
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>(),
+        };
+        let dns = Discover {
+            kdc: section.kdc == ServerList::Dns,
+            kpasswd: section.kpasswd == ServerList::Dns,
         };
         let policy = Policy {
             allow_clients: section.allow_clients.clone(),
@@ -284,6 +399,7 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
             policy,
+            dns,
         };
         realms.insert(name.clone(), servers);
     }
@@ -300,9 +416,30 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
                     (or a [realms.\"REALM\"] section)"
             .into());
     }
+    // A command-line list replaces a file's "dns" too; `--realm R=dns`
+    // (alone for its realm) is "dns".
+    for (name, r) in realms.iter_mut() {
+        r.dns.kdc &= r.kdc.is_empty();
+        r.dns.kpasswd &= r.kpasswd.is_empty();
+        for (flag, list, dns) in [
+            ("--realm", &mut r.kdc, &mut r.dns.kdc),
+            ("--kpasswd", &mut r.kpasswd, &mut r.dns.kpasswd),
+        ] {
+            if list.contains(&addr::dns_marker()) {
+                if list.len() > 1 {
+                    return Err(format!(
+                        "{flag} {name}=dns: give either dns or servers for a realm, not both"
+                    ));
+                }
+                list.clear();
+                *dns = true;
+            }
+        }
+        check_realm_discovery(name, r)?;
+    }
     if let Some((name, _)) = realms
         .iter()
-        .find(|(_, r)| r.kdc.is_empty() && r.kpasswd.is_empty())
+        .find(|(_, r)| r.kdc.is_empty() && r.kpasswd.is_empty() && !r.dns.kdc && !r.dns.kpasswd)
     {
         return Err(format!(
             "realm {name:?} has neither kdc nor kpasswd servers"
@@ -321,6 +458,19 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
         return Err(format!("kkdcp_path {p:?} is a WebSocket path"));
     }
 
+    // KDC discovery in DNS; the proxy's own addresses are never a
+    // destination.
+    let rules: discovery::Rules = loaded.settings(&file.discovery, &args.given)?;
+    rules.validate()?;
+    let discovery = discovery::Settings {
+        rules,
+        own: listen
+            .iter()
+            .copied()
+            .chain(server.metrics_listen)
+            .collect(),
+    };
+
     Ok(Config {
         listen,
         transport,
@@ -334,7 +484,33 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
         log_format: server.log_format,
         audit_principals: server.audit_principals,
         throttle,
+        discovery: Arc::new(discovery),
     })
+}
+
+/// A wildcard realm section (`*.SUFFIX`) must discover its servers in DNS:
+/// a fixed list would send every sub-realm's requests to the same KDCs.
+fn check_realm_discovery(name: &str, r: &RealmServers) -> Result<(), String> {
+    let Some(suffix) = name.strip_prefix("*.") else {
+        if name.contains('*') {
+            return Err(format!(
+                "[realms.{name:?}]: '*' is allowed only as a leading \"*.\" (a wildcard section)"
+            ));
+        }
+        return Ok(());
+    };
+    if suffix.contains('*') || discovery::dns_name(suffix).is_err() {
+        return Err(format!(
+            "[realms.{name:?}]: a wildcard section is \"*.\" followed by a realm that is a DNS name"
+        ));
+    }
+    if !r.kdc.is_empty() || !r.kpasswd.is_empty() || !r.dns.kdc {
+        return Err(format!(
+            "[realms.{name:?}]: a wildcard section must have kdc = \"dns\" (and kpasswd = \"dns\" \
+             or none): a fixed server list cannot serve every sub-realm"
+        ));
+    }
+    Ok(())
 }
 
 /// Groups command-line `(realm, server)` pairs by realm, keeping their
@@ -793,14 +969,20 @@ mod tests {
                 if shown == "none" {
                     continue;
                 }
+                // A list is shown "a, b"; its flag is given once per item.
+                let texts: Vec<String> = match def.form {
+                    crate::settings::Form::List => shown.split(", ").map(String::from).collect(),
+                    _ => vec![shown.clone()],
+                };
                 let mut t = T::default();
-                t.set_texts(def.key, std::slice::from_ref(&shown)).unwrap();
+                t.set_texts(def.key, &texts).unwrap();
                 assert_eq!(t, d, "{} = {shown}", def.key);
             }
         }
         check::<ServerSettings>();
         check::<Limits>();
         check::<throttle::Settings>();
+        check::<discovery::Rules>();
         assert_eq!(Secs::show(&Duration::from_secs(300)), "5m");
     }
 
@@ -813,6 +995,7 @@ mod tests {
             docs_rows::<ServerSettings>(),
             docs_rows::<Limits>(),
             docs_rows::<throttle::Settings>(),
+            docs_rows::<discovery::Rules>(),
         ]
         .concat();
         let want = format!(
@@ -836,5 +1019,138 @@ mod tests {
                  KRB5_WSS_WRITE_DOCS=1 cargo test -p krb5-wss-proxy settings_table"
             );
         }
+    }
+
+    #[test]
+    fn dns_realms_and_wildcards() {
+        let base = ["--listen", "127.0.0.1:0", "--plaintext"];
+        let c = from(
+            &base,
+            "[realms.\"A.ORG\"]\nkdc = \"dns\"\nkpasswd = \"dns\"\n\
+             [realms.\"*.B.ORG\"]\nkdc = \"dns\"\n\
+             [realms.\"*.C.B.ORG\"]\nkdc = \"dns\"\nudp = true\n\
+             [realms.\"X.B.ORG\"]\nkdc = [\"k\"]\n",
+        )
+        .unwrap();
+        let a = &c.realms["A.ORG"];
+        assert!(a.discovers(Service::Kdc) && a.discovers(Service::Kpasswd));
+        assert!(a.kdc.is_empty());
+        // Exact wins; then the longest wildcard suffix.
+        assert_eq!(c.realm("X.B.ORG").unwrap().kdc.len(), 1);
+        assert!(!c.realm("B.ORG").unwrap().udp);
+        assert!(c.realm("D.C.B.ORG").unwrap().udp);
+        assert!(c.realm("C.B.ORG").unwrap().udp);
+        assert!(!c.realm("Q.B.ORG").unwrap().udp);
+        for no in [
+            "b.org",
+            "EVILB.ORG",
+            "B.ORG.EVIL",
+            "A.ORG.X",
+            "OTHER",
+            "*.B.ORG",
+            "*.C.B.ORG",
+        ] {
+            assert!(c.realm(no).is_none(), "{no}");
+        }
+        // A discovered realm's exchange bound includes the DNS deadline.
+        assert!(c.max_exchange_time() >= c.discovery.timeout);
+        // --realm R=dns, alone for its realm.
+        let mut v = base.to_vec();
+        v.extend([
+            "--realm",
+            "A.ORG=dns",
+            "--kpasswd",
+            "A.ORG=dns",
+            "--realm",
+            "B.ORG=dns:88",
+        ]);
+        let c = from(&v, "").unwrap();
+        assert!(c.realms["A.ORG"].dns.kdc && c.realms["A.ORG"].kdc.is_empty());
+        assert!(c.realms["A.ORG"].dns.kpasswd && c.realms["A.ORG"].kpasswd.is_empty());
+        assert_eq!(c.realms["B.ORG"].kdc[0].to_string(), "dns:88");
+        let mut v = base.to_vec();
+        v.extend(["--realm", "A.ORG=dns", "--realm", "A.ORG=k"]);
+        assert!(from(&v, "").unwrap_err().contains("not both"));
+        // --realm replaces the file's "dns".
+        let mut v = base.to_vec();
+        v.extend(["--realm", "A.ORG=k"]);
+        let c = from(&v, "[realms.\"A.ORG\"]\nkdc = \"dns\"\n").unwrap();
+        assert!(!c.realms["A.ORG"].dns.kdc && c.realms["A.ORG"].kdc.len() == 1);
+
+        for (toml, want) in [
+            (
+                "[realms.\"*.B.ORG\"]\nkdc = [\"k\"]\n",
+                "wildcard section must have kdc = \"dns\"",
+            ),
+            (
+                "[realms.\"*.B.ORG\"]\nkpasswd = \"dns\"\n",
+                "wildcard section must have",
+            ),
+            (
+                "[realms.\"*.B.ORG\"]\nkdc = \"dns\"\nkpasswd = [\"k\"]\n",
+                "wildcard section must have",
+            ),
+            (
+                "[realms.\"B.*.ORG\"]\nkdc = \"dns\"\n",
+                "'*' is allowed only",
+            ),
+            (
+                "[realms.\"*B.ORG\"]\nkdc = \"dns\"\n",
+                "'*' is allowed only",
+            ),
+            ("[realms.\"*.*.ORG\"]\nkdc = \"dns\"\n", "DNS name"),
+            (
+                "[realms.\"A\"]\nkdc = \"kdc1\"\n",
+                "expected a list of servers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"DNS\"\n",
+                "expected a list of servers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = []\n",
+                "allow_ports is empty",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = [0]\n",
+                "allow_ports",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_ports = [70000]\n",
+                "allow_ports",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nmin_ttl = \"2h\"\n",
+                "min_ttl",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nallow_networks = [\"10/8\"]\n",
+                "allow_networks",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nnameservers = [\"dns.example\"]\n",
+                "nameservers",
+            ),
+            (
+                "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nresolver = \"x\"\n",
+                "unknown key",
+            ),
+        ] {
+            let err = from(&base, toml).unwrap_err();
+            assert!(err.contains(want), "{toml}: {err}");
+        }
+        let c = from(
+            &base,
+            "[realms.\"A\"]\nkdc = \"dns\"\n[discovery]\nnameservers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.discovery.nameservers,
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.discovery.own, vec!["127.0.0.1:0".parse().unwrap()]);
     }
 }

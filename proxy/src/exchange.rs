@@ -169,13 +169,13 @@ pub async fn run(
             .with_request(checked));
         }
     }
-    let realm = match config.realms.get(&checked.realm) {
+    let realm = match config.realm(&checked.realm) {
         None => {
             return Err(
                 Refusal::new(close::REALM_NOT_SERVED, "realm not configured").with_request(checked),
             )
         }
-        Some(r) if r.for_service(service).is_empty() => {
+        Some(r) if r.for_service(service).is_empty() && !r.discovers(service) => {
             return Err(Refusal::new(
                 close::REALM_NOT_SERVED,
                 format!("no {service} servers configured for the realm"),
@@ -189,8 +189,7 @@ pub async fn run(
     if service == Service::Kdc {
         let policy = now
             .config
-            .realms
-            .get(&checked.realm)
+            .realm(&checked.realm)
             .map_or(&realm.policy, |r| &r.policy);
         if let Err(denial) = policy.check(
             &checked.realm,
@@ -242,7 +241,10 @@ pub async fn run(
     };
     let udp = realm.udp && service == Service::Kdc;
     let start = Instant::now();
-    let result = upstream::forward(realm.for_service(service), record, limits, udp).await;
+    let result = match servers(shared, config, realm, service, &checked.realm).await {
+        Ok(servers) => upstream::forward(&servers, record, limits, udp).await,
+        Err(e) => Err(e),
+    };
     let elapsed = start.elapsed();
     shared
         .metrics
@@ -283,6 +285,25 @@ pub async fn run(
     );
     log::info!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
     outcome
+}
+
+/// The servers to try: the configured list, or the one discovered in DNS
+/// (`kdc = "dns"`) for the request's realm.
+async fn servers(
+    shared: &Shared,
+    config: &Config,
+    realm: &crate::config::RealmServers,
+    service: Service,
+    name: &str,
+) -> Result<Vec<crate::addr::ServerAddr>, upstream::Failure> {
+    if !realm.discovers(service) {
+        return Ok(realm.for_service(service).to_vec());
+    }
+    shared
+        .discovery
+        .servers(&config.discovery, &shared.metrics, service, name)
+        .await
+        .map_err(|e| upstream::Failure::discovery(e.0))
 }
 
 /// Counts a pre-authentication failure of `principal` from `client`;
@@ -430,6 +451,7 @@ mod tests {
             audit_principals: true,
             kkdcp_require_target_domain: true,
             throttle: Default::default(),
+            discovery: Default::default(),
         }
     }
 

@@ -22,10 +22,12 @@ mod audit;
 mod cli;
 mod client;
 mod config;
+mod discovery;
 mod exchange;
 mod fdlimit;
 mod glob;
 mod http;
+mod kdcproxy_conf;
 mod kkdcp;
 mod limits;
 mod logfmt;
@@ -87,6 +89,9 @@ fn main() -> ExitCode {
         })
         .write_style(env_logger::WriteStyle::Never)
         .init();
+    if let Some(cli::Command::ConvertKdcproxy { file, krb5_conf }) = &args.command {
+        return convert_kdcproxy(file, krb5_conf);
+    }
     let result = if args.check_config {
         check_config(&args)
     } else {
@@ -97,6 +102,34 @@ fn main() -> ExitCode {
         Err(e) => {
             // Startup errors go to stderr whatever the log level.
             eprintln!("krb5-wss-proxy: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `convert-kdcproxy FILE`: the TOML on stdout, the notes on stderr.
+fn convert_kdcproxy(file: &std::path::Path, krb5_conf: &[std::path::PathBuf]) -> ExitCode {
+    let files = if krb5_conf.is_empty() {
+        kdcproxy_conf::default_krb5_conf()
+    } else {
+        krb5_conf.to_vec()
+    };
+    match kdcproxy_conf::convert(file, &files) {
+        Ok(c) => {
+            for n in &c.notes {
+                eprintln!("krb5-wss-proxy: convert-kdcproxy: note: {n}");
+            }
+            let mut out = std::io::stdout().lock();
+            match out.write_all(c.toml.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("krb5-wss-proxy: error: cannot write to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("krb5-wss-proxy: error: convert-kdcproxy: {e}");
             ExitCode::FAILURE
         }
     }
@@ -249,11 +282,18 @@ fn log_config(config: &config::Config) {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let shown = |dns: bool, v: &[addr::ServerAddr]| {
+            if dns {
+                "dns".to_string()
+            } else {
+                format!("[{}]", list(v))
+            }
+        };
         log::info!(
-            "realm {} kdc=[{}] kpasswd=[{}] udp={}",
+            "realm {} kdc={} kpasswd={} udp={}",
             logfmt::Value(realm),
-            list(&servers.kdc),
-            list(&servers.kpasswd),
+            shown(servers.dns.kdc, &servers.kdc),
+            shown(servers.dns.kpasswd, &servers.kpasswd),
             servers.udp
         );
         let p = &servers.policy;

@@ -80,6 +80,10 @@ pub struct Metrics {
     throttle_trips: [AtomicU64; 3],
     /// 1 while the throttle counts in its Redis store.
     store_up: AtomicU64,
+    /// DNS discoveries of KDCs, [ok, failed].
+    discovery_lookups: [AtomicU64; 2],
+    /// Discovered destinations refused, by `discovery::Refused`.
+    discovery_refused: [AtomicU64; 6],
 }
 
 impl Metrics {
@@ -161,6 +165,18 @@ impl Metrics {
     /// A request was refused for its `Origin`.
     pub fn origin_refusal(&self) {
         self.origin_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A DNS discovery of a realm's servers ended.
+    pub fn discovery_lookup(&self, ok: bool) {
+        self.discovery_lookups[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A discovered destination was refused by the allow-list.
+    pub fn discovery_refused(&self, why: crate::discovery::Refused) {
+        if let Some(c) = self.discovery_refused.get(why.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A configuration reload ended.
@@ -245,6 +261,31 @@ impl Metrics {
                 w,
                 "krb5_wss_proxy_refusals_total{{code=\"{}\",reason=\"{}\"}} {n}",
                 c.code, c.reason
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_discovery_lookups_total DNS discoveries of KDCs (kdc = \"dns\"), by result.\n\
+             # TYPE krb5_wss_proxy_discovery_lookups_total counter"
+        );
+        for (ri, r) in RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_discovery_lookups_total{{result=\"{r}\"}} {}",
+                get(&self.discovery_lookups[ri])
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_discovery_refused_total Discovered destinations refused by the allow-list, by reason.\n\
+             # TYPE krb5_wss_proxy_discovery_refused_total counter"
+        );
+        for why in crate::discovery::Refused::ALL {
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_discovery_refused_total{{reason=\"{}\"}} {}",
+                why.label(),
+                get(&self.discovery_refused[why.index()])
             );
         }
         let _ = writeln!(

@@ -353,13 +353,6 @@ fn text(v: &Value) -> Result<&str, String> {
         .ok_or_else(|| format!("expected a string, found {}", v.type_str()))
 }
 
-fn list<T>(v: &Value, each: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| format!("expected a list of strings, found {}", v.type_str()))?;
-    items.iter().map(|i| text(i).and_then(&each)).collect()
-}
-
 fn show_list<T: ToString>(v: &[T]) -> String {
     if v.is_empty() {
         "none".into()
@@ -597,6 +590,10 @@ pub trait Item {
     const VALUE_NAME: &'static str;
     /// Parses one item.
     fn parse(s: &str) -> Result<Self::T, String>;
+    /// Reads one item of the file's list (a string, unless the item says).
+    fn from_toml(v: &Value) -> Result<Self::T, String> {
+        text(v).and_then(Self::parse)
+    }
 }
 
 impl<I: Item> Kind for ListOf<I> {
@@ -610,7 +607,11 @@ impl<I: Item> Kind for ListOf<I> {
         all.iter().map(|s| I::parse(s)).collect()
     }
     fn from_toml(v: &Value) -> Result<Vec<I::T>, String> {
-        list(v, I::parse)
+        v.as_array()
+            .ok_or_else(|| format!("expected a list, found {}", v.type_str()))?
+            .iter()
+            .map(I::from_toml)
+            .collect()
     }
     fn show(v: &Vec<I::T>) -> String {
         show_list(v)

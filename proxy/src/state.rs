@@ -28,7 +28,9 @@ pub struct Shared {
     /// Counted resources.
     pub admission: Admission,
     /// Counters for the metrics endpoint.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The DNS discovery cache (emptied by a reload).
+    pub discovery: Arc<crate::discovery::Discovery>,
     /// The password-guessing throttle's counters (kept across reloads).
     pub throttle: throttle::Table,
     /// The throttle's Redis store, when configured.
@@ -43,7 +45,8 @@ impl Shared {
         Arc::new(Shared {
             active: RwLock::new(Arc::new(active)),
             admission: Admission::new(),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
+            discovery: Arc::default(),
             throttle: throttle::Table::new(),
             store: crate::throttle_store::Store::new(),
             shutdown,
@@ -70,6 +73,7 @@ impl Shared {
     /// Makes `active` the configuration of new connections.
     pub fn replace(&self, active: Active) {
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
+        self.discovery.reset();
     }
 
     /// Starts the shutdown: every subscriber sees it.

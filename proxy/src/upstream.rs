@@ -65,6 +65,8 @@ pub enum AttemptError {
     Udp(io::Error),
     /// UDP: no reply within the UDP timeout.
     UdpTimeout,
+    /// DNS discovery found no server (`kdc = "dns"`).
+    Discovery(String),
 }
 
 impl fmt::Display for AttemptError {
@@ -81,6 +83,7 @@ impl fmt::Display for AttemptError {
             AttemptError::ReplyTimeout => f.write_str("no reply in time"),
             AttemptError::Udp(e) => write!(f, "udp: {e}"),
             AttemptError::UdpTimeout => f.write_str("udp: no reply in time"),
+            AttemptError::Discovery(e) => f.write_str(e),
         }
     }
 }
@@ -90,6 +93,15 @@ impl fmt::Display for AttemptError {
 pub struct Failure {
     /// `(server as configured or address tried, what went wrong)`.
     pub attempts: Vec<(String, AttemptError)>,
+}
+
+impl Failure {
+    /// DNS discovery found no server to try.
+    pub fn discovery(why: String) -> Failure {
+        Failure {
+            attempts: vec![("discovery".to_string(), AttemptError::Discovery(why))],
+        }
+    }
 }
 
 impl fmt::Display for Failure {
