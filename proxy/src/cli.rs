@@ -42,6 +42,17 @@ pub struct Args {
     #[arg(long)]
     pub plaintext: bool,
 
+    /// Ask clients for a TLS certificate and verify it against the CA
+    /// certificates of this PEM file (mutual TLS). [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// With --client-ca: "required" (a handshake without a certificate
+    /// fails) or "optional" (it goes through; realms with client_subjects
+    /// then refuse its requests with 4402). [default: required]
+    #[arg(long, value_name = "MODE", value_parser = crate::clientcert::Mode::parse)]
+    pub client_certificate: Option<crate::clientcert::Mode>,
+
     /// A KDC of a realm; repeat to add realms, or further KDCs of a realm
     /// (tried in the order given). Port defaults to 88.
     #[arg(long = "realm", value_name = "REALM=HOST[:PORT]", value_parser = parse_kdc)]

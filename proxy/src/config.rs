@@ -9,6 +9,7 @@
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
+use crate::clientcert::{self, ClientAuth};
 use crate::limits::{self, Limits};
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
@@ -37,6 +38,9 @@ pub struct RealmServers {
     pub udp: bool,
     /// Which client and service principals may be asked for.
     pub policy: Policy,
+    /// Patterns of the client certificates whose connections the realm
+    /// serves (empty: any connection; see [`crate::clientcert`]).
+    pub client_subjects: Vec<String>,
 }
 
 impl RealmServers {
@@ -80,6 +84,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TLS or plaintext.
     pub transport: Transport,
+    /// Client certificates asked for at the TLS handshake (`client_ca`).
+    pub client_auth: Option<ClientAuth>,
     /// Served realms by exact (case-sensitive) name (at least one).
     pub realms: BTreeMap<String, RealmServers>,
     /// Bounds.
@@ -136,6 +142,8 @@ struct ServerSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     plaintext: Option<bool>,
+    client_ca: Option<PathBuf>,
+    client_certificate: Option<String>,
     metrics_listen: Option<String>,
     kkdcp: Option<bool>,
     kkdcp_path: Option<String>,
@@ -195,6 +203,8 @@ struct RealmSection {
     allow_services: Vec<String>,
     #[serde(default)]
     deny_services: Vec<String>,
+    #[serde(default)]
+    client_subjects: Vec<String>,
 }
 
 /// A byte count in TOML: an integer, or a string such as "128KiB".
@@ -340,6 +350,35 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         }
     };
 
+    // Client certificates: only over TLS.
+    let client_ca = args
+        .client_ca
+        .or_else(|| file.server.client_ca.map(|p| relative_to(base, p)));
+    let client_mode = match (args.client_certificate, file.server.client_certificate) {
+        (Some(m), _) => Some(m),
+        (None, Some(s)) => Some(clientcert::Mode::parse(&s).map_err(|e| format!("[server] {e}"))?),
+        (None, None) => None,
+    };
+    let client_auth = match (client_ca, client_mode) {
+        (Some(_), _) if transport == Transport::Plaintext => {
+            return Err(
+                "client_ca (--client-ca) needs TLS: with --plaintext the front \
+                        terminates TLS, so the proxy never sees a client certificate"
+                    .into(),
+            )
+        }
+        (Some(ca), mode) => Some(ClientAuth {
+            ca,
+            mode: mode.unwrap_or_default(),
+        }),
+        (None, Some(_)) => {
+            return Err("client_certificate (--client-certificate) needs client_ca \
+                        (--client-ca FILE), the CAs client certificates must chain to"
+                .into())
+        }
+        (None, None) => None,
+    };
+
     // Realms: the file's, then the command line's lists replace per realm.
     let mut realms = BTreeMap::new();
     for (name, section) in file.realms {
@@ -358,11 +397,13 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
             deny_services: section.deny_services,
         };
         policy.validate(&name)?;
+        clientcert::validate(&name, &section.client_subjects)?;
         let servers = RealmServers {
             kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
             policy,
+            client_subjects: section.client_subjects,
         };
         realms.insert(name, servers);
     }
@@ -378,6 +419,14 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
         return Err("no realm configured: give --realm REALM=HOST[:PORT] \
                     (or a [realms.\"REALM\"] section)"
             .into());
+    }
+    if client_auth.is_none() {
+        if let Some((name, _)) = realms.iter().find(|(_, r)| !r.client_subjects.is_empty()) {
+            return Err(format!(
+                "[realms.{name:?}] client_subjects needs client_ca (--client-ca FILE): \
+                 without it no client certificate is asked for"
+            ));
+        }
     }
     if let Some((name, _)) = realms
         .iter()
@@ -523,6 +572,7 @@ fn merge(args: Args, file: FileConfig, base: Option<&Path>) -> Result<Config, St
     Ok(Config {
         listen,
         transport,
+        client_auth,
         realms,
         limits,
         metrics_listen,
@@ -880,6 +930,64 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("max_record_size"), "{err}");
+    }
+
+    #[test]
+    fn client_certificate_rules() {
+        let base = ["--listen", "127.0.0.1:1", "--realm", "A=k"];
+        let with = |extra: &[&str], toml: &str| {
+            let mut a = base.to_vec();
+            a.extend(extra);
+            from(&a, toml)
+        };
+        let c = with(
+            &[],
+            "[server]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.client_auth,
+            Some(ClientAuth {
+                ca: "/etc/krb5-wss/ca.pem".into(),
+                mode: clientcert::Mode::Required
+            })
+        );
+        let mut a = TLS.to_vec();
+        a.extend(["--client-ca", "/ca.pem", "--client-certificate", "optional"]);
+        let c = with(
+            &a,
+            "[realms.\"A\"]\nclient_subjects = [\"CN=h.example\", \"*.dmz.example\"]",
+        )
+        .unwrap();
+        assert_eq!(c.client_auth.unwrap().mode, clientcert::Mode::Optional);
+        assert_eq!(
+            c.realms["A"].client_subjects,
+            ["CN=h.example", "*.dmz.example"]
+        );
+        // Plaintext never sees a client certificate.
+        let err = with(&["--plaintext", "--client-ca", "/ca.pem"], "").unwrap_err();
+        assert!(err.contains("client_ca") && err.contains("TLS"), "{err}");
+        // A mode, or subjects, without client_ca would refuse or allow
+        // everything: both are errors.
+        let mut a = TLS.to_vec();
+        a.extend(["--client-certificate", "optional"]);
+        let err = with(&a, "").unwrap_err();
+        assert!(err.contains("needs client_ca"), "{err}");
+        let err = with(TLS, "[realms.\"A\"]\nclient_subjects = [\"*\"]").unwrap_err();
+        assert!(err.contains("client_subjects needs client_ca"), "{err}");
+        let err = with(
+            TLS,
+            "[server]\nclient_ca = \"c\"\nclient_certificate = \"maybe\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("\"maybe\""), "{err}");
+        let mut a = TLS.to_vec();
+        a.extend(["--client-ca", "/ca.pem"]);
+        let err = with(&a, "[realms.\"A\"]\nclient_subjects = [\"O=Example\"]").unwrap_err();
+        assert!(
+            err.contains("client_subjects") && err.contains("O=Example"),
+            "{err}"
+        );
     }
 
     #[test]

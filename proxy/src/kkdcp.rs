@@ -32,7 +32,7 @@ pub const CONTENT_TYPE: &str = "application/kerberos";
 /// reached give 503, as kdcproxy does.
 pub fn status_of(code: CloseCode) -> StatusCode {
     match code.code {
-        4401 | 4403 => StatusCode::FORBIDDEN,
+        4401 | 4402 | 4403 | 4406 => StatusCode::FORBIDDEN,
         4408 => StatusCode::REQUEST_TIMEOUT,
         4413 => StatusCode::PAYLOAD_TOO_LARGE,
         4423 | 4429 => StatusCode::TOO_MANY_REQUESTS,
@@ -53,6 +53,7 @@ pub async fn handle(
         exchange::log_refusal(
             &ctx.shared,
             &client,
+            ctx.client_cert.as_ref(),
             service,
             Transport::Kkdcp,
             &refusal,
@@ -152,6 +153,7 @@ pub async fn handle(
         transport: Transport::Kkdcp,
         record: message.message,
         target_realm: message.target_domain.as_deref(),
+        client_cert: ctx.client_cert.as_ref(),
     };
     match exchange::run(&ctx.shared, &ctx.config, &client, request).await {
         Ok(framed) => match kkdcp::encode(&framed) {
@@ -195,6 +197,14 @@ mod tests {
         assert_eq!(status_of(close::MALFORMED), StatusCode::BAD_REQUEST);
         assert_eq!(status_of(close::REALM_NOT_SERVED), StatusCode::FORBIDDEN);
         assert_eq!(status_of(close::POLICY_DENIED), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_of(close::CLIENT_CERT_REQUIRED),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(close::CLIENT_CERT_NOT_ALLOWED),
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(status_of(close::THROTTLED), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(status_of(close::TOO_LARGE), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
