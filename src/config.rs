@@ -90,6 +90,9 @@ pub struct RealmConfig {
     pub request_timeout: Duration,
     /// `wss_web_proxy`: the web proxy to use before the environment's.
     pub web_proxy: Option<String>,
+    /// `wss_client_certificate` and `wss_client_key`: the TLS client
+    /// certificate to present (realm, else `[libdefaults]`).
+    pub client_identity: Option<crate::tls::Identity>,
     /// Non-URL entries on the same lines, which krb5-wss ignores.
     pub ignored: Vec<String>,
     /// Where the URLs came from ("krb5.conf", or the DNS records).
@@ -110,6 +113,7 @@ impl RealmConfig {
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
             web_proxy: options.web_proxy,
+            client_identity: options.client_identity,
             ignored: Vec::new(),
             source: source.to_string(),
         }
@@ -248,6 +252,49 @@ struct Options {
     connect_timeout: Duration,
     request_timeout: Duration,
     web_proxy: Option<String>,
+    client_identity: Option<crate::tls::Identity>,
+}
+
+/// The client certificate options (realm, else `[libdefaults]`).
+pub const CLIENT_CERT_KEY: &str = "wss_client_certificate";
+/// The client key option.
+pub const CLIENT_KEY_KEY: &str = "wss_client_key";
+
+/// Reads `wss_client_certificate` and `wss_client_key` (realm, else
+/// `[libdefaults]`) through `value`, and checks that both are set or
+/// neither, and that the files load and belong together: a realm whose
+/// certificate cannot be presented fails closed, naming the file and the
+/// cause, rather than connecting without it. Returns the failing key and
+/// the reason on error.
+pub fn client_identity(
+    value: impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::tls::Identity>, (&'static str, String)> {
+    let get = |k: &str| {
+        value(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let identity = match (get(CLIENT_CERT_KEY), get(CLIENT_KEY_KEY)) {
+        (None, None) => return Ok(None),
+        (Some(cert), None) => {
+            return Err((
+                CLIENT_KEY_KEY,
+                format!("{CLIENT_CERT_KEY} {cert} is set but {CLIENT_KEY_KEY} is not: give the certificate's key too"),
+            ))
+        }
+        (None, Some(key)) => {
+            return Err((
+                CLIENT_CERT_KEY,
+                format!("{CLIENT_KEY_KEY} {key} is set but {CLIENT_CERT_KEY} is not: give the certificate too"),
+            ))
+        }
+        (Some(cert), Some(key)) => crate::tls::Identity {
+            cert: cert.into(),
+            key: key.into(),
+        },
+    };
+    crate::tls::load_identity(&identity).map_err(|e| (CLIENT_CERT_KEY, e))?;
+    Ok(Some(identity))
 }
 
 impl Options {
@@ -273,8 +320,17 @@ impl Options {
                 reason,
             })?;
         }
+        let client_identity =
+            client_identity(|k| option_value(profile, realm, k)).map_err(|(key, reason)| {
+                ConfigError {
+                    realm: realm.to_string(),
+                    key: key.into(),
+                    reason,
+                }
+            })?;
         Ok(Options {
             web_proxy,
+            client_identity,
             anchors,
             allow_plaintext: bool_option(profile, realm, "wss_allow_plaintext", false)?,
             connect_timeout: duration_option(
