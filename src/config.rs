@@ -785,6 +785,84 @@ pub(crate) mod tests {
         assert_eq!(parse_bool("2"), None);
     }
 
+    fn testdata(name: &str) -> String {
+        format!("{}/src/tls/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn client_certificate_from_realm_then_libdefaults() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        assert_eq!(load(&base(), R).unwrap().unwrap().client_identity, None);
+        let prof = base()
+            .with(
+                "libdefaults/wss_client_certificate",
+                &testdata("client.pem"),
+            )
+            .with("libdefaults/wss_client_key", &testdata("client.key"));
+        let id = load(&prof, R).unwrap().unwrap().client_identity.unwrap();
+        assert_eq!(id.cert.to_str(), Some(testdata("client.pem").as_str()));
+        // The realm's pair wins (a SEC1 key reads with rustls).
+        let prof = prof.with(
+            "realms/EXAMPLE.COM/wss_client_key",
+            &testdata("client-sec1.key"),
+        );
+        let id = load(&prof, R).unwrap().unwrap().client_identity.unwrap();
+        assert_eq!(id.key.to_str(), Some(testdata("client-sec1.key").as_str()));
+    }
+
+    #[test]
+    fn client_certificate_errors_name_realm_file_and_cause() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        let cert = testdata("client.pem");
+        let key = testdata("client.key");
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/wss_client_certificate", &cert),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "wss_client_key");
+        assert!(
+            e.to_string()
+                .starts_with("krb5-wss: realm EXAMPLE.COM: wss_client_key: "),
+            "{e}"
+        );
+        assert!(e.reason.contains(&cert), "{e}");
+        let e = load(&base().with("libdefaults/wss_client_key", &key), R).unwrap_err();
+        assert_eq!(e.key, "wss_client_certificate");
+        let e = load(
+            &base()
+                .with(
+                    "realms/EXAMPLE.COM/wss_client_certificate",
+                    "/nonexistent/c.pem",
+                )
+                .with("realms/EXAMPLE.COM/wss_client_key", &key),
+            R,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason.contains("/nonexistent/c.pem: cannot read it"),
+            "{e}"
+        );
+        let e = load(
+            &base()
+                .with("realms/EXAMPLE.COM/wss_client_certificate", &cert)
+                .with("realms/EXAMPLE.COM/wss_client_key", &testdata("other.key")),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("does not match the certificate"), "{e}");
+        assert!(e.reason.contains("other.key"), "{e}");
+        // A key file given as the certificate: no certificate in it.
+        let e = load(
+            &base()
+                .with("realms/EXAMPLE.COM/wss_client_certificate", &key)
+                .with("realms/EXAMPLE.COM/wss_client_key", &key),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("no PEM certificate"), "{e}");
+    }
+
     #[test]
     fn duplicate_urls_collapse() {
         let prof = p()

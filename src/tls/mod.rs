@@ -361,6 +361,44 @@ mod tests {
     }
 
     #[test]
+    fn client_alerts_read_well() {
+        let required = client_cert_alert("CertificateRequired").unwrap();
+        assert!(required.contains("client certificate required"));
+        assert_eq!(
+            client_cert_alert("error:0A00045C:SSL routines::tlsv13 alert certificate required:ssl/record/rec_layer_s3.c:907:SSL alert number 116"),
+            Some(required)
+        );
+        for refused in ["UnknownCA", "BadCertificate", "tlsv1 alert unknown ca"] {
+            assert!(client_cert_alert(refused)
+                .unwrap()
+                .contains("refused the client certificate"));
+        }
+        assert_eq!(client_cert_alert("HandshakeFailure"), None);
+    }
+
+    #[test]
+    fn clients_with_different_certificates_are_not_shared() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata");
+        let anchors = [format!("FILE:{dir}/client.pem")];
+        let id = Identity {
+            cert: format!("{dir}/client.pem").into(),
+            key: format!("{dir}/client.key").into(),
+        };
+        let other = Identity {
+            cert: format!("{dir}/client2.pem").into(),
+            key: format!("{dir}/client2.key").into(),
+        };
+        let none = client_config(&anchors, None).unwrap();
+        let a = client_config(&anchors, Some(&id)).unwrap();
+        let b = client_config(&anchors, Some(&other)).unwrap();
+        assert!(!Arc::ptr_eq(&none, &a) && !Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(
+            &a,
+            &client_config(&anchors, Some(&id)).unwrap()
+        ));
+    }
+
+    #[test]
     fn unset_env_anchor_is_named() {
         let e = trust_anchors(&["ENV:KRB5_WSS_TEST_UNSET_VARIABLE".into()]).unwrap_err();
         assert!(e.contains("KRB5_WSS_TEST_UNSET_VARIABLE is not set"), "{e}");

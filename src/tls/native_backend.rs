@@ -112,3 +112,22 @@ fn describe(e: &native_tls::Error, host: &str) -> HandshakeError {
     };
     HandshakeError::Failed(msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pkcs8_keys_are_read() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata");
+        let id = |key: &str| super::super::Identity {
+            cert: format!("{dir}/client.pem").into(),
+            key: format!("{dir}/{key}").into(),
+        };
+        let loaded = super::super::load_identity(&id("client-sec1.key")).unwrap();
+        let e = build(None, Some(loaded)).err().unwrap();
+        assert!(e.contains("PKCS#8"), "{e}");
+        let loaded = super::super::load_identity(&id("client.key")).unwrap();
+        assert!(build(None, Some(loaded)).is_ok());
+    }
+}
