@@ -194,34 +194,20 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status_of(close::MALFORMED), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(close::REALM_NOT_SERVED), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(close::POLICY_DENIED), StatusCode::FORBIDDEN);
-        assert_eq!(
-            status_of(close::CLIENT_CERT_REQUIRED),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status_of(close::CLIENT_CERT_NOT_ALLOWED),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(status_of(close::THROTTLED), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(close::TOO_LARGE), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            status_of(close::RATE_LIMITED),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            status_of(close::KDC_UNREACHABLE),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status_of(close::OVERLOADED),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status_of(close::REQUEST_TIMEOUT),
-            StatusCode::REQUEST_TIMEOUT
-        );
+        for (code, status) in [
+            (close::MALFORMED, StatusCode::BAD_REQUEST),
+            (close::REALM_NOT_SERVED, StatusCode::FORBIDDEN),
+            (close::POLICY_DENIED, StatusCode::FORBIDDEN),
+            (close::CLIENT_CERT_REQUIRED, StatusCode::FORBIDDEN),
+            (close::CLIENT_CERT_NOT_ALLOWED, StatusCode::FORBIDDEN),
+            (close::THROTTLED, StatusCode::TOO_MANY_REQUESTS),
+            (close::TOO_LARGE, StatusCode::PAYLOAD_TOO_LARGE),
+            (close::RATE_LIMITED, StatusCode::TOO_MANY_REQUESTS),
+            (close::KDC_UNREACHABLE, StatusCode::SERVICE_UNAVAILABLE),
+            (close::OVERLOADED, StatusCode::SERVICE_UNAVAILABLE),
+            (close::REQUEST_TIMEOUT, StatusCode::REQUEST_TIMEOUT),
+        ] {
+            assert_eq!(status_of(code), status, "{code:?}");
+        }
     }
 }

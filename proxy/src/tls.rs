@@ -150,28 +150,17 @@ mod tests {
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let err = server_config(&junk, &junk, None).unwrap_err();
         assert!(err.contains("junk.pem") && err.contains("no PEM"), "{err}");
-        let auth = ClientAuth {
-            ca: junk.clone(),
-            mode: Mode::Required,
-        };
-        let err = client_verifier(&auth, Arc::new(ring::default_provider()))
-            .err()
-            .unwrap();
-        assert!(
-            err.contains("client_ca file") && err.contains("junk.pem"),
-            "{err}"
-        );
-        let auth = ClientAuth {
-            ca: dir.join("missing.pem"),
-            mode: Mode::Optional,
-        };
-        let err = client_verifier(&auth, Arc::new(ring::default_provider()))
-            .err()
-            .unwrap();
-        assert!(
-            err.contains("client_ca file") && err.contains("missing.pem"),
-            "{err}"
-        );
+        for (ca, mode) in [
+            (junk.clone(), Mode::Required),
+            (dir.join("missing.pem"), Mode::Optional),
+        ] {
+            let name = ca.display().to_string();
+            let auth = ClientAuth { ca, mode };
+            let err = client_verifier(&auth, Arc::new(ring::default_provider()))
+                .err()
+                .unwrap();
+            assert!(err.contains(&format!("client_ca file {name}")), "{err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

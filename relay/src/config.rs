@@ -394,6 +394,48 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_per_realm() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/tls/testdata");
+        let cert = format!("R={data}/client.pem");
+        let key = format!("R={data}/client.key");
+        let c = cfg(&[
+            "--realm",
+            "R=wss://a.example/kdc",
+            "--realm",
+            "S=wss://b.example/kdc",
+            "--wss-client-certificate",
+            &cert,
+            "--wss-client-key",
+            &key,
+        ])
+        .unwrap();
+        let r = c.options.realm_config("R", vec![], vec![]);
+        assert_eq!(r.client_identity.unwrap().key.to_str(), Some(&key[2..]));
+        assert!(c
+            .options
+            .realm_config("S", vec![], vec![])
+            .client_identity
+            .is_none());
+        let base = ["--realm", "R=wss://a.example/kdc"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            cfg(&v).unwrap_err()
+        };
+        let e = with(&["--wss-client-certificate", &cert]);
+        assert!(e.starts_with("realm R: wss_client_key: "), "{e}");
+        let e = with(&[
+            "--wss-client-certificate",
+            &cert,
+            "--wss-client-certificate",
+            &cert,
+        ]);
+        assert!(e.contains("more than once"), "{e}");
+        let e = with(&["--wss-client-key", "R"]);
+        assert!(e.contains("REALM="), "{e}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let e = cfg(&["--realm", "R"]).unwrap_err();
         assert!(e.contains("REALM=URL"), "{e}");
