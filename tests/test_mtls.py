@@ -224,3 +224,29 @@ def test_proxy_refuses_client_ca_in_plaintext_and_bad_files(pki, realm, tmp_path
              str(pki.server_key), "--client-ca", str(pki.ca_cert)], {"PATH": "/usr/bin:/bin"},
             plugin_dir=None)
     assert p.returncode == 0 and "client certificates required" in p.stdout, p.output
+
+
+def test_tls12_server_sending_handshake_failure_names_the_certificate_options(
+        pki, realm, plugin_dir, tmp_path):
+    """OpenSSL's server over TLS 1.2 answers a missing certificate with
+    handshake_failure (40), not certificate_required: the error still points at
+    the client certificate options."""
+    import subprocess
+
+    from conftest import free_ports, wait_port
+    port = free_ports()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-quiet", "-tls1_2", "-accept", f"127.0.0.1:{port}",
+         "-cert", str(pki.server_cert), "-key", str(pki.server_key),
+         "-CAfile", str(pki.ca_cert), "-Verify", "1", "-verify_return_error"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        client = wss_client(realm, port, pki, plugin_dir, tmp_path / "c")
+        r = client.kinit()
+        assert r.returncode != 0, r.output
+        assert re.search(rf"{re.escape(realm.name)}.*wss://localhost:{port}/kdc.*"
+                         r"handshake_failure.*wss_client_certificate", r.stderr), r.stderr
+    finally:
+        server.kill()
+        server.wait(timeout=10)

@@ -217,8 +217,10 @@ pub fn load_identity(id: &Identity) -> Result<LoadedIdentity, String> {
 }
 
 /// The words of a TLS alert about our client certificate (the server
-/// asked for one we did not send, or refused the one we sent), for both
-/// backends; `None` for other alerts.
+/// asked for one we did not send, or refused the one we sent; or
+/// handshake_failure, which older servers send for a missing one), for
+/// both backends, from rustls' alert names or OpenSSL's messages; `None`
+/// for other alerts.
 pub fn client_cert_alert(alert: &str) -> Option<&'static str> {
     let a = alert.to_ascii_lowercase().replace(['_', ' '], "");
     if a.contains("certificaterequired") || a.contains("alertnumber116") {
@@ -239,6 +241,10 @@ pub fn client_cert_alert(alert: &str) -> Option<&'static str> {
     .any(|w| a.contains(w))
     {
         Some("the server refused the client certificate (is wss_client_certificate issued by a CA the server trusts, and valid?)")
+    } else if a.contains("handshakefailure") || a.contains("alertnumber40") {
+        // What servers that predate certificate_required send for a
+        // missing certificate (and for other mismatches).
+        Some("the server refused the handshake (handshake_failure); if it requires a TLS client certificate, set wss_client_certificate and wss_client_key for the realm")
     } else {
         None
     }
@@ -373,7 +379,11 @@ mod tests {
                 .unwrap()
                 .contains("refused the client certificate"));
         }
-        assert_eq!(client_cert_alert("HandshakeFailure"), None);
+        assert!(client_cert_alert("HandshakeFailure")
+            .unwrap()
+            .contains("wss_client_certificate"));
+        assert!(client_cert_alert("sslv3 alert handshake failure").is_some());
+        assert_eq!(client_cert_alert("ProtocolVersion"), None);
     }
 
     #[test]
