@@ -36,7 +36,9 @@ def refused_lines(log: str, reason: str) -> list[str]:
 
 def test_no_certificate_is_refused_at_tls_and_the_error_says_so(start_proxy, pki, realm,
                                                                   plugin_dir, tmp_path):
-    proxy = mtls_proxy(start_proxy, pki, realm)
+    from test_proxy_ops import get, metrics_url
+    proxy = mtls_proxy(start_proxy, pki, realm, "--metrics-listen", "127.0.0.1:0")
+    metrics = metrics_url(proxy) + "/metrics"
     client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c")
     r = client.kinit()
     assert r.returncode != 0, r.output
@@ -49,6 +51,11 @@ def test_no_certificate_is_refused_at_tls_and_the_error_says_so(start_proxy, pki
     log = proxy.log()
     assert refused_lines(log, "client certificate required"), log
     assert " exchange " not in log, log
+    status, text = get(metrics)
+    assert status == 200, text
+    m = re.search(r'^krb5_wss_proxy_client_cert_refusals_total\{reason="missing"\} (\d+)$', text,
+                  re.M)
+    assert m and int(m.group(1)) >= 1, text
 
 
 def test_certificate_of_another_ca_is_refused(start_proxy, pki, realm, plugin_dir, tmp_path):

@@ -225,11 +225,16 @@ async fn connection(active: Arc<Active>, tcp: TcpStream, mut ctx: ConnContext) {
             Ok(Err(e)) => match crate::tls::client_cert_failure(&e) {
                 // One line per connection refused for its certificate:
                 // the operator's evidence, as for a refused request.
-                Some((reason, detail)) => log::info!(
-                    "refused client={peer} reason={} detail={}",
-                    Value(reason),
-                    Value(&detail)
-                ),
+                Some((reason, detail)) => {
+                    ctx.shared
+                        .metrics
+                        .client_cert_refusal(reason == crate::tls::CLIENT_CERT_MISSING);
+                    log::info!(
+                        "refused client={peer} reason={} detail={}",
+                        Value(reason),
+                        Value(&detail)
+                    )
+                }
                 None => log::debug!("client={peer} TLS handshake failed: {e}"),
             },
             Err(_) => handshake_timed_out(&ctx, "TLS handshake"),

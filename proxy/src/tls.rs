@@ -83,6 +83,9 @@ fn client_verifier(
         .map_err(|e| format!("client_ca file {name}: {e}"))
 }
 
+/// The reason of a handshake refused for want of a client certificate.
+pub const CLIENT_CERT_MISSING: &str = "client certificate required";
+
 /// Describes a failed TLS handshake that was about the client's
 /// certificate: `(reason, detail)` for the `refused` line, or `None` for
 /// any other failure.
@@ -90,7 +93,7 @@ pub fn client_cert_failure(e: &std::io::Error) -> Option<(&'static str, String)>
     let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
     match tls {
         rustls::Error::NoCertificatesPresented => Some((
-            "client certificate required",
+            CLIENT_CERT_MISSING,
             "the client presented no certificate (client_certificate = \"required\")".into(),
         )),
         rustls::Error::InvalidCertificate(c) => Some((
