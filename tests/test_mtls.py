@@ -137,6 +137,46 @@ def test_client_subjects_limit_a_certificate_to_its_realms(start_proxy, pki, rea
     assert 'client_cert="CN=host1.b.example' in proxy.log()
 
 
+def test_kkdcp_requests_are_judged_by_client_subjects_too(start_proxy, pki, realm, tmp_path):
+    import http.client
+    import ssl
+
+    from test_kkdcp import parse_proxy_message, proxy_message
+    from test_proxy import as_req
+    conf = tmp_path / "proxy.toml"
+    conf.write_text(
+        f'[server]\nclient_ca = "{pki.ca_cert}"\nclient_certificate = "optional"\n'
+        f'[realms."{realm.name}"]\nkdc = ["{realm.kdc_addr}"]\n'
+        'client_subjects = ["host1.b.example"]\n')
+    proxy = start_proxy(["--config", str(conf), "--listen", "127.0.0.1:0",
+                         "--cert", str(pki.server_cert), "--key", str(pki.server_key)])
+    body = proxy_message(as_req("user", realm.name), realm.name)
+
+    def post(cert: Path | None, key: Path | None) -> tuple[int, bytes]:
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key))
+        conn = http.client.HTTPSConnection("localhost", proxy.port, context=ctx, timeout=10)
+        try:
+            conn.request("POST", "/KdcProxy", body=body,
+                         headers={"Content-Type": "application/kerberos"})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    assert post(None, None) == (403, b"client certificate required\n")
+    assert post(pki.client_a_cert, pki.client_a_key) == (
+        403, b"client certificate not allowed for this realm\n")
+    status, reply = post(pki.client_b_cert, pki.client_b_key)
+    assert status == 200, reply
+    assert parse_proxy_message(reply)[:1] == b"\x7e"  # the KDC's KRB-ERROR
+    log = proxy.log()
+    for code in ("4402", "4406"):
+        assert [l for l in log.splitlines()
+                if f"close={code} http=403" in l and "transport=kkdcp" in l], log
+
+
 def test_configuration_errors_name_realm_file_and_cause(start_proxy, pki, realm, plugin_dir,
                                                         tmp_path):
     proxy = mtls_proxy(start_proxy, pki, realm)
