@@ -252,6 +252,7 @@ def test_relay_refuses_to_start_with_a_bad_certificate(pki, realm, tmp_path):
              f"{realm.name}={pki.client_a_cert}", "--wss-client-key",
              f"{realm.name}={pki.client_a_key}"], {"PATH": "/usr/bin:/bin"}, plugin_dir=None)
     assert p.returncode == 0, p.output
+    assert p.stdout.rstrip().endswith(f"client certificates for [{realm.name}]"), p.output
 
 
 def test_proxy_refuses_client_ca_in_plaintext_and_bad_files(pki, realm, tmp_path):
