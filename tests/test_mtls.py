@@ -298,3 +298,41 @@ def test_tls12_server_sending_handshake_failure_names_the_certificate_options(
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def test_sighup_applies_client_subjects_and_refuses_a_bad_client_ca(start_proxy, pki, realm,
+                                                                    plugin_dir, tmp_path):
+    import signal
+
+    from test_proxy import wait_for_log
+    conf = tmp_path / "proxy.toml"
+
+    def write(ca: Path, subjects: str) -> None:
+        conf.write_text(
+            f'[server]\nclient_ca = "{ca}"\nclient_certificate = "optional"\n'
+            f'[realms."{realm.name}"]\nkdc = ["{realm.kdc_addr}"]\n'
+            f'client_subjects = [{subjects}]\n')
+
+    write(pki.ca_cert, '"DNS=*.b.example"')
+    proxy = start_proxy(["--config", str(conf), "--listen", "127.0.0.1:0",
+                         "--cert", str(pki.server_cert), "--key", str(pki.server_key)])
+    a = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "a",
+                   cert_opts(pki, pki.client_a_cert, pki.client_a_key))
+    r = a.kinit()
+    assert r.returncode != 0 and "4406" in r.stderr, r.output
+    # The realm now takes host1.a.example: applied by the reload.
+    write(pki.ca_cert, '"CN=host1.a.example"')
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_for_log(proxy, r"SIGHUP: configuration and certificate reloaded")
+    r = a.kinit()
+    assert r.returncode == 0, r.output
+    # A client_ca file without a certificate fails the reload, naming the
+    # file; the running configuration stays.
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    write(junk, '"CN=host1.a.example"')
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_for_log(proxy, rf"SIGHUP: reload failed, keeping the running configuration: "
+                        rf"error=.*client_ca file {re.escape(str(junk))}")
+    r = a.kinit()
+    assert r.returncode == 0, r.output
