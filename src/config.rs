@@ -90,6 +90,9 @@ pub struct RealmConfig {
     pub request_timeout: Duration,
     /// `wss_web_proxy`: the web proxy to use before the environment's.
     pub web_proxy: Option<String>,
+    /// `wss_client_certificate` and `wss_client_key`: the TLS client
+    /// certificate to present (realm, else `[libdefaults]`).
+    pub client_identity: Option<crate::tls::Identity>,
     /// Non-URL entries on the same lines, which krb5-wss ignores.
     pub ignored: Vec<String>,
     /// Where the URLs came from ("krb5.conf", or the DNS records).
@@ -110,6 +113,7 @@ impl RealmConfig {
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
             web_proxy: options.web_proxy,
+            client_identity: options.client_identity,
             ignored: Vec::new(),
             source: source.to_string(),
         }
@@ -248,6 +252,49 @@ struct Options {
     connect_timeout: Duration,
     request_timeout: Duration,
     web_proxy: Option<String>,
+    client_identity: Option<crate::tls::Identity>,
+}
+
+/// The client certificate options (realm, else `[libdefaults]`).
+pub const CLIENT_CERT_KEY: &str = "wss_client_certificate";
+/// The client key option.
+pub const CLIENT_KEY_KEY: &str = "wss_client_key";
+
+/// Reads `wss_client_certificate` and `wss_client_key` (realm, else
+/// `[libdefaults]`) through `value`, and checks that both are set or
+/// neither, and that the files load and belong together: a realm whose
+/// certificate cannot be presented fails closed, naming the file and the
+/// cause, rather than connecting without it. Returns the failing key and
+/// the reason on error.
+pub fn client_identity(
+    value: impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::tls::Identity>, (&'static str, String)> {
+    let get = |k: &str| {
+        value(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let identity = match (get(CLIENT_CERT_KEY), get(CLIENT_KEY_KEY)) {
+        (None, None) => return Ok(None),
+        (Some(cert), None) => {
+            return Err((
+                CLIENT_KEY_KEY,
+                format!("{CLIENT_CERT_KEY} {cert} is set but {CLIENT_KEY_KEY} is not: give the certificate's key too"),
+            ))
+        }
+        (None, Some(key)) => {
+            return Err((
+                CLIENT_CERT_KEY,
+                format!("{CLIENT_KEY_KEY} {key} is set but {CLIENT_CERT_KEY} is not: give the certificate too"),
+            ))
+        }
+        (Some(cert), Some(key)) => crate::tls::Identity {
+            cert: cert.into(),
+            key: key.into(),
+        },
+    };
+    crate::tls::load_identity(&identity).map_err(|e| (CLIENT_CERT_KEY, e))?;
+    Ok(Some(identity))
 }
 
 impl Options {
@@ -273,8 +320,17 @@ impl Options {
                 reason,
             })?;
         }
+        let client_identity =
+            client_identity(|k| option_value(profile, realm, k)).map_err(|(key, reason)| {
+                ConfigError {
+                    realm: realm.to_string(),
+                    key: key.into(),
+                    reason,
+                }
+            })?;
         Ok(Options {
             web_proxy,
+            client_identity,
             anchors,
             allow_plaintext: bool_option(profile, realm, "wss_allow_plaintext", false)?,
             connect_timeout: duration_option(
@@ -727,6 +783,84 @@ pub(crate) mod tests {
         assert_eq!(parse_bool("On"), Some(true));
         assert_eq!(parse_bool("nil"), Some(false));
         assert_eq!(parse_bool("2"), None);
+    }
+
+    fn testdata(name: &str) -> String {
+        format!("{}/src/tls/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn client_certificate_from_realm_then_libdefaults() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        assert_eq!(load(&base(), R).unwrap().unwrap().client_identity, None);
+        let prof = base()
+            .with(
+                "libdefaults/wss_client_certificate",
+                &testdata("client.pem"),
+            )
+            .with("libdefaults/wss_client_key", &testdata("client.key"));
+        let id = load(&prof, R).unwrap().unwrap().client_identity.unwrap();
+        assert_eq!(id.cert.to_str(), Some(testdata("client.pem").as_str()));
+        // The realm's pair wins (a SEC1 key reads with rustls).
+        let prof = prof.with(
+            "realms/EXAMPLE.COM/wss_client_key",
+            &testdata("client-sec1.key"),
+        );
+        let id = load(&prof, R).unwrap().unwrap().client_identity.unwrap();
+        assert_eq!(id.key.to_str(), Some(testdata("client-sec1.key").as_str()));
+    }
+
+    #[test]
+    fn client_certificate_errors_name_realm_file_and_cause() {
+        let base = || p().with("realms/EXAMPLE.COM/kdc", "wss://h/kdc");
+        let cert = testdata("client.pem");
+        let key = testdata("client.key");
+        let e = load(
+            &base().with("realms/EXAMPLE.COM/wss_client_certificate", &cert),
+            R,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "wss_client_key");
+        assert!(
+            e.to_string()
+                .starts_with("krb5-wss: realm EXAMPLE.COM: wss_client_key: "),
+            "{e}"
+        );
+        assert!(e.reason.contains(&cert), "{e}");
+        let e = load(&base().with("libdefaults/wss_client_key", &key), R).unwrap_err();
+        assert_eq!(e.key, "wss_client_certificate");
+        let e = load(
+            &base()
+                .with(
+                    "realms/EXAMPLE.COM/wss_client_certificate",
+                    "/nonexistent/c.pem",
+                )
+                .with("realms/EXAMPLE.COM/wss_client_key", &key),
+            R,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason.contains("/nonexistent/c.pem: cannot read it"),
+            "{e}"
+        );
+        let e = load(
+            &base()
+                .with("realms/EXAMPLE.COM/wss_client_certificate", &cert)
+                .with("realms/EXAMPLE.COM/wss_client_key", &testdata("other.key")),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("does not match the certificate"), "{e}");
+        assert!(e.reason.contains("other.key"), "{e}");
+        // A key file given as the certificate: no certificate in it.
+        let e = load(
+            &base()
+                .with("realms/EXAMPLE.COM/wss_client_certificate", &key)
+                .with("realms/EXAMPLE.COM/wss_client_key", &key),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("no PEM certificate"), "{e}");
     }
 
     #[test]

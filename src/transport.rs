@@ -402,6 +402,15 @@ impl WssConnection {
             Err(HandshakeError::Failure(tungstenite::Error::Protocol(p))) => {
                 return Err(TransportError::Handshake(p.to_string()))
             }
+            Err(HandshakeError::Failure(tungstenite::Error::Io(io)))
+                if crate::tls::describe_io(&io, &host).is_some() =>
+            {
+                // TLS 1.3: the server's alert about our client
+                // certificate comes after the handshake, at the first read.
+                return Err(TransportError::Tls(
+                    crate::tls::describe_io(&io, &host).unwrap_or_default(),
+                ));
+            }
             Err(HandshakeError::Failure(e)) => {
                 return Err(map_ws_error(
                     e,

@@ -69,6 +69,9 @@ pub struct Target {
     /// A configured web proxy (`wss_web_proxy`), used before the
     /// environment's.
     pub web_proxy: Option<String>,
+    /// The client certificate to present (part of the key: targets with
+    /// different certificates never share a pooled connection).
+    pub client_identity: Option<crate::tls::Identity>,
 }
 
 impl Target {
@@ -83,6 +86,7 @@ impl Target {
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             web_proxy: cfg.web_proxy.clone(),
+            client_identity: cfg.client_identity.clone(),
         }
     }
 }
@@ -214,7 +218,7 @@ pub(crate) fn lock_registry() -> MutexGuard<'static, Option<Registry>> {
 pub fn upstream_for(target: &Target) -> Result<Arc<Upstream>, String> {
     // Checked on every call (cached for a minute in `tls`), so a broken
     // http_anchors is reported at lookup time.
-    crate::tls::client_config(&target.anchors)
+    crate::tls::client_config(&target.anchors, target.client_identity.as_ref())
         .map_err(|e| format!("krb5-wss: realm {}: {e}", target.realm))?;
     let pid = std::process::id();
     let mut guard = lock_registry();
@@ -303,7 +307,7 @@ impl Upstream {
             "realm {} {}: connecting to {url}",
             target.realm, target.service
         );
-        let result = crate::tls::client_config(&target.anchors)
+        let result = crate::tls::client_config(&target.anchors, target.client_identity.as_ref())
             .map_err(TransportError::Tls)
             .and_then(|tls| {
                 WssConnection::connect(
@@ -663,6 +667,7 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
             web_proxy: None,
+            client_identity: None,
         }
     }
 

@@ -103,7 +103,9 @@ def free_ports(count: int = 1) -> int:
 
 @dataclasses.dataclass
 class TestPKI:
-    """A test CA with a server certificate, and an unrelated rogue CA."""
+    """A test CA with a server certificate, and an unrelated rogue CA; client
+    certificates (clientAuth, PKCS#8 keys) for host1.a.example and
+    host1.b.example from the test CA, and for host1.a.example from the rogue CA."""
 
     dir: Path
     ca_cert: Path
@@ -114,6 +116,12 @@ class TestPKI:
     rogue_key: Path
     wrong_name_cert: Path
     wrong_name_key: Path
+    client_a_cert: Path
+    client_a_key: Path
+    client_b_cert: Path
+    client_b_key: Path
+    rogue_client_cert: Path
+    rogue_client_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -137,18 +145,19 @@ def _make_ca(d: Path, name: str) -> tuple[Path, Path]:
 _leaf_serial = itertools.count()
 
 
-def _make_leaf(d: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
+def _make_leaf(d: Path, name: str, ca: tuple[Path, Path], san: str,
+               usage: str = "serverAuth", cn: str | None = None) -> tuple[Path, Path]:
     key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
     ext = d / f"{name}.ext"
     ext.write_text(
         f"subjectAltName={san}\n"
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
+        f"extendedKeyUsage={usage}\n"
     )
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=d,
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn or name}", cwd=d,
     )
     _openssl(
         "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
@@ -166,6 +175,12 @@ def pki(tmp_path_factory) -> TestPKI:
     wrong = _make_leaf(d, "wrongname", ca, "DNS:not-this-host.example")
     rogue_ca = _make_ca(d, "rogue-ca")
     rogue = _make_leaf(d, "rogue", rogue_ca, "DNS:localhost,IP:127.0.0.1,IP:::1")
+    client_a = _make_leaf(d, "client-a", ca, "DNS:host1.a.example", "clientAuth",
+                          "host1.a.example")
+    client_b = _make_leaf(d, "client-b", ca, "DNS:host1.b.example", "clientAuth",
+                          "host1.b.example")
+    rogue_client = _make_leaf(d, "rogue-client", rogue_ca, "DNS:host1.a.example",
+                              "clientAuth", "host1.a.example")
     return TestPKI(
         dir=d,
         ca_cert=ca[0],
@@ -176,6 +191,12 @@ def pki(tmp_path_factory) -> TestPKI:
         rogue_key=rogue[1],
         wrong_name_cert=wrong[0],
         wrong_name_key=wrong[1],
+        client_a_cert=client_a[0],
+        client_a_key=client_a[1],
+        client_b_cert=client_b[0],
+        client_b_key=client_b[1],
+        rogue_client_cert=rogue_client[0],
+        rogue_client_key=rogue_client[1],
     )
 
 

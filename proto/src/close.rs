@@ -46,6 +46,20 @@ pub const POLICY_DENIED: CloseCode = CloseCode {
     reason: "denied by policy",
 };
 
+/// The request's realm takes only clients with a certificate
+/// (`client_subjects`), and the connection presented none.
+pub const CLIENT_CERT_REQUIRED: CloseCode = CloseCode {
+    code: 4402,
+    reason: "client certificate required",
+};
+
+/// The connection's client certificate is not one the request's realm
+/// takes (no pattern of its `client_subjects` matches the certificate).
+pub const CLIENT_CERT_NOT_ALLOWED: CloseCode = CloseCode {
+    code: 4406,
+    reason: "client certificate not allowed for this realm",
+};
+
 /// The request names a realm this proxy does not serve.
 pub const REALM_NOT_SERVED: CloseCode = CloseCode {
     code: 4403,
@@ -97,6 +111,8 @@ pub const ALL: &[CloseCode] = &[
     TEXT_MESSAGE,
     MALFORMED,
     POLICY_DENIED,
+    CLIENT_CERT_REQUIRED,
+    CLIENT_CERT_NOT_ALLOWED,
     REALM_NOT_SERVED,
     THROTTLED,
     REQUEST_TIMEOUT,

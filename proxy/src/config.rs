@@ -9,6 +9,7 @@
 use crate::addr::{self, ServerAddr, KDC_PORT, KPASSWD_PORT};
 use crate::cli::Args;
 use crate::client::IpNet;
+use crate::clientcert::{self, ClientAuth};
 use crate::discovery;
 use crate::limits::Limits;
 use crate::logfmt::LogFormat;
@@ -43,6 +44,9 @@ pub struct RealmServers {
     pub policy: Policy,
     /// Which lists come from DNS (`kdc = "dns"`, `kpasswd = "dns"`).
     pub dns: Discover,
+    /// Patterns of the client certificates whose connections the realm
+    /// serves (empty: any connection; see [`crate::clientcert`]).
+    pub client_subjects: Vec<String>,
 }
 
 /// Which of a realm's server lists are discovered in DNS.
@@ -103,6 +107,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TLS or plaintext.
     pub transport: Transport,
+    /// Client certificates asked for at the TLS handshake (`client_ca`).
+    pub client_auth: Option<ClientAuth>,
     /// Served realms by exact (case-sensitive) name (at least one).
     pub realms: BTreeMap<String, RealmServers>,
     /// Bounds.
@@ -200,6 +206,8 @@ struct RealmSection {
     allow_services: Vec<String>,
     #[serde(default)]
     deny_services: Vec<String>,
+    #[serde(default)]
+    client_subjects: Vec<String>,
 }
 
 /// A configuration file read and parsed, with what its errors name.
@@ -343,6 +351,7 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
         .map_err(|e| format!("{}{e}", loaded.name))?;
     server.cert = loaded.relative(server.cert.take());
     server.key = loaded.relative(server.key.take());
+    server.client_ca = loaded.relative(server.client_ca.take());
     server.apply_cli(&args.given)?;
     let limits: Limits = loaded.settings(&file.limits, &args.given)?;
     limits.validate()?;
@@ -370,6 +379,27 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
         }
     };
 
+    // Client certificates: only over TLS.
+    let client_auth = match (server.client_ca, server.client_certificate) {
+        (Some(_), _) if transport == Transport::Plaintext => {
+            return Err(
+                "client_ca (--client-ca) needs TLS: with --plaintext the front \
+                        terminates TLS, so the proxy never sees a client certificate"
+                    .into(),
+            )
+        }
+        (Some(ca), mode) => Some(ClientAuth {
+            ca,
+            mode: mode.unwrap_or_default(),
+        }),
+        (None, Some(_)) => {
+            return Err("client_certificate (--client-certificate) needs client_ca \
+                        (--client-ca FILE), the CAs client certificates must chain to"
+                .into())
+        }
+        (None, None) => None,
+    };
+
     // Realms: the file's, then the command line's lists replace per realm.
     let mut realms = BTreeMap::new();
     for (name, section) in &file.realms {
@@ -394,12 +424,14 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
             deny_services: section.deny_services.clone(),
         };
         policy.validate(name)?;
+        clientcert::validate(name, &section.client_subjects)?;
         let servers = RealmServers {
             kdc: parse_all(&section.kdc, KDC_PORT, "kdc")?,
             kpasswd: parse_all(&section.kpasswd, KPASSWD_PORT, "kpasswd")?,
             udp: section.udp,
             policy,
             dns,
+            client_subjects: section.client_subjects.clone(),
         };
         realms.insert(name.clone(), servers);
     }
@@ -436,6 +468,14 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
             }
         }
         check_realm_discovery(name, r)?;
+    }
+    if client_auth.is_none() {
+        if let Some((name, _)) = realms.iter().find(|(_, r)| !r.client_subjects.is_empty()) {
+            return Err(format!(
+                "[realms.{name:?}] client_subjects needs client_ca (--client-ca FILE): \
+                 without it no client certificate is asked for"
+            ));
+        }
     }
     if let Some((name, _)) = realms
         .iter()
@@ -474,6 +514,7 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
     Ok(Config {
         listen,
         transport,
+        client_auth,
         realms,
         limits,
         metrics_listen: server.metrics_listen,
@@ -815,6 +856,64 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("max_record_size"), "{err}");
+    }
+
+    #[test]
+    fn client_certificate_rules() {
+        let base = ["--listen", "127.0.0.1:1", "--realm", "A=k"];
+        let with = |extra: &[&str], toml: &str| {
+            let mut a = base.to_vec();
+            a.extend(extra);
+            from(&a, toml)
+        };
+        let c = with(
+            &[],
+            "[server]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.client_auth,
+            Some(ClientAuth {
+                ca: "/etc/krb5-wss/ca.pem".into(),
+                mode: clientcert::Mode::Required
+            })
+        );
+        let mut a = TLS.to_vec();
+        a.extend(["--client-ca", "/ca.pem", "--client-certificate", "optional"]);
+        let c = with(
+            &a,
+            "[realms.\"A\"]\nclient_subjects = [\"CN=h.example\", \"*.dmz.example\"]",
+        )
+        .unwrap();
+        assert_eq!(c.client_auth.unwrap().mode, clientcert::Mode::Optional);
+        assert_eq!(
+            c.realms["A"].client_subjects,
+            ["CN=h.example", "*.dmz.example"]
+        );
+        // Plaintext never sees a client certificate.
+        let err = with(&["--plaintext", "--client-ca", "/ca.pem"], "").unwrap_err();
+        assert!(err.contains("client_ca") && err.contains("TLS"), "{err}");
+        // A mode, or subjects, without client_ca would refuse or allow
+        // everything: both are errors.
+        let mut a = TLS.to_vec();
+        a.extend(["--client-certificate", "optional"]);
+        let err = with(&a, "").unwrap_err();
+        assert!(err.contains("needs client_ca"), "{err}");
+        let err = with(TLS, "[realms.\"A\"]\nclient_subjects = [\"*\"]").unwrap_err();
+        assert!(err.contains("client_subjects needs client_ca"), "{err}");
+        let err = with(
+            TLS,
+            "[server]\nclient_ca = \"c\"\nclient_certificate = \"maybe\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("\"maybe\""), "{err}");
+        let mut a = TLS.to_vec();
+        a.extend(["--client-ca", "/ca.pem"]);
+        let err = with(&a, "[realms.\"A\"]\nclient_subjects = [\"O=Example\"]").unwrap_err();
+        assert!(
+            err.contains("client_subjects") && err.contains("O=Example"),
+            "{err}"
+        );
     }
 
     #[test]

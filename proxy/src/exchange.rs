@@ -7,6 +7,7 @@
 
 use crate::audit::Line;
 use crate::client::Client;
+use crate::clientcert::{self, Mismatch, PeerCert};
 use crate::config::Config;
 use crate::logfmt::Value;
 use crate::metrics::Transport;
@@ -133,6 +134,8 @@ pub struct Request<'a> {
     /// case-insensitive, so it is compared so; it never routes: the realm
     /// inside the message does, matched exactly.
     pub target_realm: Option<&'a str>,
+    /// The client certificate of the connection, when it presented one.
+    pub client_cert: Option<&'a PeerCert>,
 }
 
 /// Handles one request from `client`: on success returns the framed reply
@@ -157,6 +160,7 @@ pub async fn run(
         transport,
         record,
         target_realm,
+        client_cert,
     } = req;
     let checked =
         check(service, record).map_err(|e| Refusal::new(close::MALFORMED, e.to_string()))?;
@@ -186,6 +190,32 @@ pub async fn run(
     };
     let now = shared.active();
     let principals = now.config.audit_principals;
+    // The realm's client certificates, read like its policy from the
+    // active configuration; every service of the realm is judged.
+    let subjects = now
+        .config
+        .realms
+        .get(&checked.realm)
+        .map_or(&realm.client_subjects, |r| &r.client_subjects);
+    if let Err(mismatch) = clientcert::check(subjects, client_cert) {
+        let (close, detail) = match mismatch {
+            Mismatch::Missing => (
+                close::CLIENT_CERT_REQUIRED,
+                format!(
+                    "[realms.{:?}] client_subjects is set and the connection presented no client certificate",
+                    checked.realm
+                ),
+            ),
+            Mismatch::NotAllowed => (
+                close::CLIENT_CERT_NOT_ALLOWED,
+                format!(
+                    "[realms.{:?}] no pattern of client_subjects matches the client certificate",
+                    checked.realm
+                ),
+            ),
+        };
+        return Err(Refusal::new(close, detail).with_request(checked));
+    }
     if service == Service::Kdc {
         let policy = now
             .config
@@ -250,9 +280,9 @@ pub async fn run(
         .metrics
         .exchange(service, transport, result.is_ok(), elapsed);
     let mut line = Line::new("exchange");
-    line.text("client", client)
-        .text("service", service)
-        .text("transport", transport);
+    line.text("client", client);
+    cert_field(&mut line, client_cert, principals);
+    line.text("service", service).text("transport", transport);
     checked.fields(&mut line, principals);
     let outcome = match result {
         Ok(reply) => {
@@ -373,21 +403,33 @@ fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bo
     }
 }
 
+/// Adds `client_cert` (the certificate's names, `CN=…,DNS=…`) when the
+/// connection presented one and principals are written: a certificate's
+/// names identify a host or a person as a principal does.
+fn cert_field(line: &mut Line, cert: Option<&PeerCert>, principals: bool) {
+    if let (Some(c), true) = (cert, principals) {
+        line.text("client_cert", c);
+    }
+}
+
 /// The one warn line of a refusal (and its count in the metrics).
 /// `service` is what the path or the message named; `http` the status
 /// answered when the refusal went out as an HTTP response.
 pub fn log_refusal(
     shared: &Shared,
     client: &Client,
+    client_cert: Option<&PeerCert>,
     service: Service,
     transport: Transport,
     refusal: &Refusal,
     http: Option<u16>,
 ) {
     shared.metrics.refusal(refusal.close);
+    let principals = shared.active().config.audit_principals;
     let mut line = Line::new("refused");
-    line.text("client", client)
-        .text("service", service)
+    line.text("client", client);
+    cert_field(&mut line, client_cert, principals);
+    line.text("service", service)
         .text("transport", transport)
         .number("close", refusal.close.code);
     if let Some(s) = http {
@@ -395,7 +437,7 @@ pub fn log_refusal(
     }
     line.text("reason", refusal.close.reason);
     if let Some(r) = &refusal.request {
-        r.fields(&mut line, shared.active().config.audit_principals);
+        r.fields(&mut line, principals);
     }
     line.text("detail", &refusal.detail);
     log::warn!(target: crate::logfmt::AUDIT_TARGET, "{}", line.finish());
@@ -438,6 +480,7 @@ mod tests {
         Config {
             listen: vec![],
             transport: Listen::Plaintext,
+            client_auth: None,
             realms: realms
                 .iter()
                 .map(|(n, r)| (n.to_string(), r.clone()))
@@ -461,6 +504,7 @@ mod tests {
             transport: Transport::WebSocket,
             record,
             target_realm: None,
+            client_cert: None,
         }
     }
 
@@ -475,6 +519,7 @@ mod tests {
             async move {
                 let req = Request {
                     target_realm: target,
+                    client_cert: None,
                     ..request(&record)
                 };
                 run(&shared, &config, &client, req).await
@@ -504,6 +549,50 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.close, close::REALM_NOT_SERVED);
         assert!(err.detail.contains("no kdc servers"), "{}", err.detail);
+    }
+
+    #[tokio::test]
+    async fn client_subjects_refuse_before_forwarding() {
+        // The KDC is unreachable: a forwarded request would be 4502.
+        let servers = RealmServers {
+            kdc: vec![crate::addr::parse_server("127.0.0.1:1", 88).unwrap()],
+            kpasswd: vec![crate::addr::parse_server("127.0.0.1:1", 464).unwrap()],
+            client_subjects: vec!["*.a.example".into()],
+            ..Default::default()
+        };
+        let config = config(&[("A.ORG", servers)]);
+        let shared = Shared::for_config(config.clone());
+        let client = Client::direct("127.0.0.1:1".parse::<SocketAddr>().unwrap());
+        let ours = PeerCert {
+            cn: vec!["h1.a.example".into()],
+            dns: vec![],
+        };
+        let theirs = PeerCert {
+            cn: vec!["h1.b.example".into()],
+            dns: vec![],
+        };
+        let kpasswd = samples::kpasswd_req(1, "A.ORG");
+        for (service, record) in [
+            (Service::Kdc, samples::as_req("A.ORG")),
+            (Service::Kpasswd, kpasswd),
+        ] {
+            let req = |cert| Request {
+                service,
+                client_cert: cert,
+                ..request(&record)
+            };
+            let err = run(&shared, &config, &client, req(None)).await.unwrap_err();
+            assert_eq!(err.close, close::CLIENT_CERT_REQUIRED);
+            assert!(err.detail.contains("client_subjects"), "{}", err.detail);
+            let err = run(&shared, &config, &client, req(Some(&theirs)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.close, close::CLIENT_CERT_NOT_ALLOWED);
+            let err = run(&shared, &config, &client, req(Some(&ours)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.close, close::KDC_UNREACHABLE, "forwarded");
+        }
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ pub const PREFLIGHT_MAX_AGE: &str = "600";
 /// reached give 503, as kdcproxy does.
 pub fn status_of(code: CloseCode) -> StatusCode {
     match code.code {
-        4401 | 4403 => StatusCode::FORBIDDEN,
+        4401 | 4402 | 4403 | 4406 => StatusCode::FORBIDDEN,
         4408 => StatusCode::REQUEST_TIMEOUT,
         4413 => StatusCode::PAYLOAD_TOO_LARGE,
         4423 | 4429 => StatusCode::TOO_MANY_REQUESTS,
@@ -147,6 +147,7 @@ async fn serve(
         exchange::log_refusal(
             &ctx.shared,
             &client,
+            ctx.client_cert.as_ref(),
             service,
             Transport::Kkdcp,
             &refusal,
@@ -279,6 +280,7 @@ async fn serve(
         transport: Transport::Kkdcp,
         record: message.message,
         target_realm: message.target_domain.as_deref(),
+        client_cert: ctx.client_cert.as_ref(),
     };
     match exchange::run(&ctx.shared, &ctx.config, &client, request).await {
         Ok(framed) => match kkdcp::encode(&framed) {
@@ -319,26 +321,20 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status_of(close::MALFORMED), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(close::REALM_NOT_SERVED), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(close::POLICY_DENIED), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(close::THROTTLED), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(close::TOO_LARGE), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            status_of(close::RATE_LIMITED),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            status_of(close::KDC_UNREACHABLE),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status_of(close::OVERLOADED),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status_of(close::REQUEST_TIMEOUT),
-            StatusCode::REQUEST_TIMEOUT
-        );
+        for (code, status) in [
+            (close::MALFORMED, StatusCode::BAD_REQUEST),
+            (close::REALM_NOT_SERVED, StatusCode::FORBIDDEN),
+            (close::POLICY_DENIED, StatusCode::FORBIDDEN),
+            (close::CLIENT_CERT_REQUIRED, StatusCode::FORBIDDEN),
+            (close::CLIENT_CERT_NOT_ALLOWED, StatusCode::FORBIDDEN),
+            (close::THROTTLED, StatusCode::TOO_MANY_REQUESTS),
+            (close::TOO_LARGE, StatusCode::PAYLOAD_TOO_LARGE),
+            (close::RATE_LIMITED, StatusCode::TOO_MANY_REQUESTS),
+            (close::KDC_UNREACHABLE, StatusCode::SERVICE_UNAVAILABLE),
+            (close::OVERLOADED, StatusCode::SERVICE_UNAVAILABLE),
+            (close::REQUEST_TIMEOUT, StatusCode::REQUEST_TIMEOUT),
+        ] {
+            assert_eq!(status_of(code), status, "{code:?}");
+        }
     }
 }

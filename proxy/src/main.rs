@@ -21,6 +21,7 @@ mod admission;
 mod audit;
 mod cli;
 mod client;
+mod clientcert;
 mod config;
 mod discovery;
 mod exchange;
@@ -146,7 +147,8 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
     writeln!(
         out,
         "configuration ok: {} listen address(es) ({}://), {} realm(s), MS-KKDCP {kkdcp}, \
-         metrics {}, log_format {}, audit_principals {}, {policies} realm(s) with a policy, {}",
+         metrics {}, log_format {}, audit_principals {}, {policies} realm(s) with a policy, {}, \
+         {}",
         c.listen.len(),
         c.transport.scheme(),
         c.realms.len(),
@@ -155,7 +157,8 @@ fn check_config(args: &cli::Args) -> Result<(), String> {
             .unwrap_or_else(|| "off".into()),
         c.log_format.name(),
         c.audit_principals,
-        c.throttle.summary()
+        c.throttle.summary(),
+        client_certificates(c)
     )
     .and_then(|()| out.flush())
     .map_err(|e| format!("cannot write to stdout: {e}"))
@@ -273,6 +276,23 @@ async fn serve(args: cli::Args, active: state::Active) -> Result<(), String> {
     Ok(())
 }
 
+/// What the listener asks of client certificates, for the summary and
+/// the startup log.
+fn client_certificates(c: &config::Config) -> String {
+    match &c.client_auth {
+        None => "client certificates off".into(),
+        Some(auth) => format!(
+            "client certificates {} (client_ca {}), {} realm(s) with client_subjects",
+            auth.mode.name(),
+            auth.ca.display(),
+            c.realms
+                .values()
+                .filter(|r| !r.client_subjects.is_empty())
+                .count()
+        ),
+    }
+}
+
 /// Logs the realms and the limits in force.
 fn log_config(config: &config::Config) {
     for (realm, servers) in &config.realms {
@@ -308,7 +328,15 @@ fn log_config(config: &config::Config) {
                 p.deny_services
             );
         }
+        if !servers.client_subjects.is_empty() {
+            log::info!(
+                "realm {} client_subjects={:?}",
+                logfmt::Value(realm),
+                servers.client_subjects
+            );
+        }
     }
+    log::info!("{}", client_certificates(config));
     log::debug!("limits: {:?}", config.limits);
     log::info!("{}", config.throttle.summary());
     for warning in risky_settings(config) {

@@ -67,6 +67,8 @@ pub struct Metrics {
     /// One counter per entry of `close::ALL`.
     refusals: [AtomicU64; 16],
     origin_refusals: AtomicU64,
+    /// TLS handshakes refused for the client certificate: none, rejected.
+    client_cert_refusals: [AtomicU64; 2],
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -175,6 +177,15 @@ impl Metrics {
     /// A discovered destination was refused by the allow-list.
     pub fn discovery_refused(&self, why: crate::discovery::Refused) {
         if let Some(c) = self.discovery_refused.get(why.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A TLS handshake failed for the client's certificate: `missing`
+    /// (none presented) or not (one that does not verify).
+    pub fn client_cert_refusal(&self, missing: bool) {
+        let i = usize::from(!missing);
+        if let Some(c) = self.client_cert_refusals.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -349,6 +360,18 @@ impl Metrics {
              krb5_wss_proxy_origin_refusals_total {}",
             get(&self.origin_refusals)
         );
+        let _ = writeln!(
+            w,
+            "# HELP krb5_wss_proxy_client_cert_refusals_total TLS handshakes refused for the client certificate (client_ca).\n\
+             # TYPE krb5_wss_proxy_client_cert_refusals_total counter"
+        );
+        for (i, reason) in ["missing", "rejected"].iter().enumerate() {
+            let n = self.client_cert_refusals.get(i).map(get).unwrap_or(0);
+            let _ = writeln!(
+                w,
+                "krb5_wss_proxy_client_cert_refusals_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             w,
             "# HELP krb5_wss_proxy_upstream_in_flight Upstream exchanges in progress.\n\

@@ -24,7 +24,9 @@ pub fn build(args: &Args) -> Result<Active, String> {
         log::warn!("{note}");
     }
     let tls = match &config.transport {
-        Transport::Tls { cert, key } => Some(tls::acceptor(cert, key)?),
+        Transport::Tls { cert, key } => {
+            Some(tls::acceptor(cert, key, config.client_auth.as_ref())?)
+        }
         Transport::Plaintext => None,
     };
     Ok(Active {

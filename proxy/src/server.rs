@@ -3,9 +3,11 @@
 
 use crate::admission::{AddrGuard, Admit, CountGuard};
 use crate::client::Client;
+use crate::clientcert::PeerCert;
 use crate::config::Config;
 use crate::exchange::Refusal;
 use crate::http;
+use crate::logfmt::Value;
 use crate::ratelimit::TokenBucket;
 use crate::state::{Active, Shared};
 use hyper::server::conn::http1;
@@ -88,6 +90,8 @@ pub struct ConnContext {
     /// MS-KKDCP answers after which the connection stayed open for
     /// another request (HTTP/1.1 keep-alive).
     pub kept_alive: AtomicU64,
+    /// The client certificate the TLS handshake verified, if any.
+    pub client_cert: Option<PeerCert>,
     /// The connection's place under the connection limit.
     _slot: CountGuard,
     /// The connection's count against its (TCP peer) address.
@@ -207,6 +211,7 @@ fn admit(shared: &Arc<Shared>, active: &Active, peer: SocketAddr) -> Option<Conn
         deadline: Deadline::new(Instant::now() + limits.handshake_timeout),
         rate: Mutex::new(TokenBucket::new(limits.max_requests_per_second)),
         kept_alive: AtomicU64::new(0),
+        client_cert: None,
         _slot: slot,
         _address: address,
     })
@@ -227,17 +232,38 @@ fn note_drop(shared: &Shared, peer: SocketAddr, why: &str) {
 
 /// One client connection: TLS (if configured), then HTTP until the
 /// request is answered or upgraded, all within the connection's deadline.
-async fn connection(active: Arc<Active>, tcp: TcpStream, ctx: ConnContext) {
+async fn connection(active: Arc<Active>, tcp: TcpStream, mut ctx: ConnContext) {
     let _ = tcp.set_nodelay(true);
-    let ctx = Arc::new(ctx);
     let peer = ctx.peer;
     match &active.tls {
         Some(acceptor) => match timeout_at(ctx.deadline.get(), acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => http(tls, ctx).await,
-            Ok(Err(e)) => log::debug!("client={peer} TLS handshake failed: {e}"),
+            Ok(Ok(tls)) => {
+                ctx.client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| PeerCert::from_der(leaf.as_ref()));
+                http(tls, Arc::new(ctx)).await
+            }
+            Ok(Err(e)) => match crate::tls::client_cert_failure(&e) {
+                // One line per connection refused for its certificate:
+                // the operator's evidence, as for a refused request.
+                Some((reason, detail)) => {
+                    ctx.shared
+                        .metrics
+                        .client_cert_refusal(reason == crate::tls::CLIENT_CERT_MISSING);
+                    log::info!(
+                        "refused client={peer} reason={} detail={}",
+                        Value(reason),
+                        Value(&detail)
+                    )
+                }
+                None => log::debug!("client={peer} TLS handshake failed: {e}"),
+            },
             Err(_) => handshake_timed_out(&ctx, "TLS handshake"),
         },
-        None => http(tcp, ctx).await,
+        None => http(tcp, Arc::new(ctx)).await,
     }
 }
 

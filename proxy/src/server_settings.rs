@@ -2,6 +2,7 @@
 //! browsers' origins, trusted fronts and the log format (one definition
 //! each; see [`crate::settings`]).
 
+use crate::clientcert::CertMode;
 use crate::logfmt::LogFormat;
 use crate::settings::{Bool, FilePath, Format, Listen, Listens, Nets, Off, On, Origins, UrlPath};
 use krb5_wss_proto::DEFAULT_KKDCP_PATH;
@@ -22,6 +23,15 @@ crate::settings! {
         /// TLS-terminating web server (*TLS or plaintext*); then give no cert
         /// or key.
         plaintext: On = false,
+        /// Ask clients for a TLS certificate and verify it against the CA
+        /// certificates of this PEM file (mutual TLS; *Client
+        /// certificates*); none: no client certificate is asked for.
+        client_ca: FilePath = None,
+        /// With `client_ca`: `required` (a handshake without a certificate
+        /// fails) or `optional` (it goes through; realms with
+        /// `client_subjects` then refuse its requests with 4402); none:
+        /// `required`.
+        client_certificate: CertMode = None,
         /// Plain-HTTP listener for `/metrics` and `/healthz`; none: off.
         metrics_listen: Listen = None,
         /// Serve MS-KKDCP (POST, `application/kerberos`) on the listener;

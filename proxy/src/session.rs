@@ -84,6 +84,7 @@ pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>, ad
             exchange::log_refusal(
                 &ctx.shared,
                 &client,
+                ctx.client_cert.as_ref(),
                 service,
                 Transport::WebSocket,
                 &refusal,
@@ -218,6 +219,7 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
                 transport: Transport::WebSocket,
                 record: &record,
                 target_realm: None,
+                client_cert: ctx.client_cert.as_ref(),
             };
             let reply = match exchange::run(&ctx.shared, &ctx.config, client, request).await {
                 Ok(reply) => reply,
@@ -303,6 +305,7 @@ async fn refuse(
     exchange::log_refusal(
         &ctx.shared,
         client,
+        ctx.client_cert.as_ref(),
         service,
         Transport::WebSocket,
         &refusal,

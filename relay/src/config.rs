@@ -35,6 +35,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Per-exchange bound.
     pub request_timeout: Duration,
+    /// Client certificates by realm (`wss_client_certificate`,
+    /// `wss_client_key`).
+    pub client_identities: BTreeMap<String, krb5_wss::tls::Identity>,
 }
 
 impl Options {
@@ -51,6 +54,7 @@ impl Options {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             web_proxy: self.web_proxy.clone(),
+            client_identity: self.client_identities.get(realm).cloned(),
             ignored: Vec::new(),
             source: "krb5-wss-relay".into(),
         }
@@ -115,6 +119,49 @@ fn parse_url(key: &str, url: &str, path: &str, plaintext: bool) -> Result<WssUrl
     Ok(u)
 }
 
+/// The realms' client certificates: `wss_client_certificate` and
+/// `wss_client_key` entries (`REALM=FILE`), at most one of each per realm,
+/// both or neither, loaded and checked (errors name the realm, the key,
+/// the file and the cause, as the plugin's do).
+fn client_identities(s: &Settings) -> Result<BTreeMap<String, krb5_wss::tls::Identity>, String> {
+    use krb5_wss::config::{client_identity, CLIENT_CERT_KEY, CLIENT_KEY_KEY};
+    let mut files: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
+    for (i, (key, entries)) in [
+        (CLIENT_CERT_KEY, &s.wss_client_certificate),
+        (CLIENT_KEY_KEY, &s.wss_client_key),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for entry in entries {
+            let (realm, file) = realm_url(key, entry)?;
+            let slot = files.entry(realm.clone()).or_default();
+            match slot.get_mut(i) {
+                Some(v @ None) => *v = Some(file),
+                _ => return Err(format!("{key}: realm {realm} is given more than once")),
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (realm, [cert, key]) in files {
+        let value = |k: &str| {
+            if k == CLIENT_CERT_KEY {
+                cert.clone()
+            } else if k == CLIENT_KEY_KEY {
+                key.clone()
+            } else {
+                None
+            }
+        };
+        let identity = client_identity(value)
+            .map_err(|(k, reason)| format!("realm {realm}: {k}: {reason}"))?;
+        if let Some(id) = identity {
+            out.insert(realm, id);
+        }
+    }
+    Ok(out)
+}
+
 /// True when `ip` is loopback (an IPv4-mapped loopback too).
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
@@ -133,7 +180,9 @@ impl Config {
         if let Some(p) = &s.wss_web_proxy {
             krb5_wss::webproxy::parse_proxy(p, "wss_web_proxy")?;
         }
+        let client_identities = client_identities(s)?;
         let options = Options {
+            client_identities,
             anchors: s.anchors.iter().map(|a| a.trim().to_string()).collect(),
             allow_plaintext,
             web_proxy: s.wss_web_proxy.clone().filter(|p| !p.trim().is_empty()),
@@ -234,6 +283,16 @@ impl Config {
                 config.max_concurrent
             ));
         }
+        if let Some(r) = config
+            .options
+            .client_identities
+            .keys()
+            .find(|r| !config.realms.contains_key(*r) && !config.discover.contains(*r))
+        {
+            return Err(format!(
+                "wss_client_certificate: realm {r} is neither configured (--realm) nor discovered"
+            ));
+        }
         if config.realms.is_empty() && config.discover.is_empty() {
             return Err("no realm: give --realm REALM=URL or --discover REALM".into());
         }
@@ -263,7 +322,12 @@ impl Config {
     /// Checks that the trust anchors load (what `--check-config` and a
     /// reload verify before going live).
     pub fn check_anchors(&self) -> Result<(), String> {
-        krb5_wss::tls::client_config(&self.options.anchors).map(|_| ())
+        krb5_wss::tls::client_config(&self.options.anchors, None)?;
+        for (realm, id) in &self.options.client_identities {
+            krb5_wss::tls::client_config(&self.options.anchors, Some(id))
+                .map_err(|e| format!("realm {realm}: {e}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -327,6 +391,48 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.realms["R"].kpasswd[0].to_string(), "wss://pw.example/pw");
+    }
+
+    #[test]
+    fn client_certificates_per_realm() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/tls/testdata");
+        let cert = format!("R={data}/client.pem");
+        let key = format!("R={data}/client.key");
+        let c = cfg(&[
+            "--realm",
+            "R=wss://a.example/kdc",
+            "--realm",
+            "S=wss://b.example/kdc",
+            "--wss-client-certificate",
+            &cert,
+            "--wss-client-key",
+            &key,
+        ])
+        .unwrap();
+        let r = c.options.realm_config("R", vec![], vec![]);
+        assert_eq!(r.client_identity.unwrap().key.to_str(), Some(&key[2..]));
+        assert!(c
+            .options
+            .realm_config("S", vec![], vec![])
+            .client_identity
+            .is_none());
+        let base = ["--realm", "R=wss://a.example/kdc"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            cfg(&v).unwrap_err()
+        };
+        let e = with(&["--wss-client-certificate", &cert]);
+        assert!(e.starts_with("realm R: wss_client_key: "), "{e}");
+        let e = with(&[
+            "--wss-client-certificate",
+            &cert,
+            "--wss-client-certificate",
+            &cert,
+        ]);
+        assert!(e.contains("more than once"), "{e}");
+        let e = with(&["--wss-client-key", "R"]);
+        assert!(e.contains("REALM="), "{e}");
     }
 
     #[test]

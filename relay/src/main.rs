@@ -108,7 +108,7 @@ fn check_config(cli: &Settings) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "configuration ok: {} KDC and {} kpasswd listen address(es), {} realm(s) ({}), {} found in DNS, anchors {}, web proxy {}",
+        "configuration ok: {} KDC and {} kpasswd listen address(es), {} realm(s) ({}), {} found in DNS, anchors {}, web proxy {}, client certificates for [{}]",
         c.listen.len(),
         c.kpasswd_listen.len(),
         c.realms.len(),
@@ -120,6 +120,12 @@ fn check_config(cli: &Settings) -> Result<(), String> {
             c.options.anchors.join(", ")
         },
         c.options.web_proxy.as_deref().unwrap_or("from the environment"),
+        c.options
+            .client_identities
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
     )
     .and_then(|()| out.flush())
     .map_err(|e| format!("cannot write to stdout: {e}"))

@@ -104,6 +104,17 @@ pub struct Settings {
     #[arg(long, value_name = "URL")]
     pub wss_web_proxy: Option<String>,
 
+    /// A realm's TLS client certificate (PEM chain, leaf first), presented
+    /// to its proxies when they ask for one; repeatable, one per realm;
+    /// needs --wss-client-key for the same realm. [default: none]
+    #[arg(long, value_name = "REALM=FILE")]
+    pub wss_client_certificate: Vec<String>,
+
+    /// The private key (PEM) of a realm's --wss-client-certificate;
+    /// repeatable. [default: none]
+    #[arg(long, value_name = "REALM=FILE")]
+    pub wss_client_key: Vec<String>,
+
     /// Bound on TCP connect + TLS + WebSocket handshake, per URL
     /// (e.g. 5, 5s, 500ms). [default: 5s]
     #[arg(long, value_name = "DURATION")]
@@ -173,6 +184,8 @@ impl Settings {
             allow_clients: list(&cli.allow_clients, file.allow_clients),
             allow_plaintext: cli.allow_plaintext.or(file.allow_plaintext),
             wss_web_proxy: cli.wss_web_proxy.or(file.wss_web_proxy),
+            wss_client_certificate: list(&cli.wss_client_certificate, file.wss_client_certificate),
+            wss_client_key: list(&cli.wss_client_key, file.wss_client_key),
             connect_timeout: cli.connect_timeout.or(file.connect_timeout),
             request_timeout: cli.request_timeout.or(file.request_timeout),
             client_timeout: cli.client_timeout.or(file.client_timeout),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[cfg(not(feature = "native-tls"))]
 mod rustls_backend;
@@ -147,6 +147,109 @@ pub fn trust_anchors(anchors: &[String]) -> Result<Option<Vec<CertificateDer<'st
     Ok(Some(out))
 }
 
+/// A realm's client certificate (`wss_client_certificate`,
+/// `wss_client_key`): PEM files, read when a TLS client is built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8; PKCS#1 and SEC1 too with rustls).
+    pub key: PathBuf,
+}
+
+/// A client certificate and key, read and checked to belong together.
+pub struct LoadedIdentity {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The key.
+    pub key: PrivateKeyDer<'static>,
+    /// The certificate file as read (PEM).
+    pub cert_pem: Vec<u8>,
+    /// The key file as read (PEM).
+    pub key_pem: Vec<u8>,
+}
+
+/// Reads a client certificate and its key; errors name the option, the
+/// file and the cause (unreadable, no PEM in it, key not matching).
+pub fn load_identity(id: &Identity) -> Result<LoadedIdentity, String> {
+    let read = |key: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| format!("{key} {}: cannot read it: {e}", p.display()))
+    };
+    let cert_pem = read("wss_client_certificate", &id.cert)?;
+    let key_pem = read("wss_client_key", &id.key)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(format!(
+            "wss_client_certificate {}: no PEM certificate (BEGIN CERTIFICATE) in it",
+            id.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "wss_client_key {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it ({e})",
+            id.key.display()
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
+        |e| {
+            let why = match e {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the key does not match the certificate".to_string()
+                }
+                other => other.to_string(),
+            };
+            format!(
+                "wss_client_key {} and wss_client_certificate {}: {why}",
+                id.key.display(),
+                id.cert.display()
+            )
+        },
+    )?;
+    Ok(LoadedIdentity {
+        chain,
+        key,
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// The words of a TLS alert about our client certificate (the server
+/// asked for one we did not send, or refused the one we sent; or
+/// handshake_failure, which older servers send for a missing one), for
+/// both backends, from rustls' alert names or OpenSSL's messages; `None`
+/// for other alerts.
+pub fn client_cert_alert(alert: &str) -> Option<&'static str> {
+    let a = alert.to_ascii_lowercase().replace(['_', ' '], "");
+    if a.contains("certificaterequired") || a.contains("alertnumber116") {
+        Some("client certificate required: the server asks for a TLS client certificate; set wss_client_certificate and wss_client_key for the realm")
+    } else if [
+        "unknownca",
+        "badcertificate",
+        "certificateunknown",
+        "unsupportedcertificate",
+        "certificaterevoked",
+        "certificateexpired",
+        "accessdenied",
+        "alertnumber48",
+        "alertnumber42",
+        "alertnumber46",
+    ]
+    .iter()
+    .any(|w| a.contains(w))
+    {
+        Some("the server refused the client certificate (is wss_client_certificate issued by a CA the server trusts, and valid?)")
+    } else if a.contains("handshakefailure") || a.contains("alertnumber40") {
+        // What servers that predate certificate_required send for a
+        // missing certificate (and for other mismatches).
+        Some("the server refused the handshake (handshake_failure); if it requires a TLS client certificate, set wss_client_certificate and wss_client_key for the realm")
+    } else {
+        None
+    }
+}
+
 /// Why a TLS handshake failed.
 #[derive(Debug)]
 pub enum HandshakeError {
@@ -167,14 +270,15 @@ pub fn handshake(
     backend::handshake(client, host, tcp)
 }
 
-pub use backend::{inner, inner_mut};
+pub use backend::{describe_io, inner, inner_mut};
 
 /// How long a built configuration is reused before anchors are re-read.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 8;
 
-/// Anchors, creating pid, creation time, configuration.
-type CacheEntry = (Vec<String>, u32, Instant, Arc<Client>);
+/// Anchors and client certificate, creating pid, creation time,
+/// configuration.
+type CacheEntry = ((Vec<String>, Option<Identity>), u32, Instant, Arc<Client>);
 static CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
 
 /// Locks the configuration cache (also taken by the fork handlers).
@@ -182,23 +286,37 @@ pub(crate) fn lock_cache() -> MutexGuard<'static, Vec<CacheEntry>> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The TLS client for `anchors`, cached per process for a minute (so TLS
-/// session resumption works across connections, and the system store is
-/// not re-parsed for every relay).
-pub fn client_config(anchors: &[String]) -> Result<Arc<Client>, String> {
+/// The TLS client for `anchors` presenting `identity` (if any), cached
+/// per process for a minute (so TLS session resumption works across
+/// connections, and the system store is not re-parsed for every relay).
+/// Clients with different certificates are different entries, so they
+/// never share a session or a connection.
+pub fn client_config(
+    anchors: &[String],
+    identity: Option<&Identity>,
+) -> Result<Arc<Client>, String> {
     let pid = std::process::id();
     let mut cache = lock_cache();
     // A forked child builds its own: the parent's session caches may have
     // been locked by a parent thread at the fork.
     cache.retain(|(_, p, at, _)| *p == pid && at.elapsed() < CACHE_TTL);
-    if let Some((_, _, _, cfg)) = cache.iter().find(|(a, _, _, _)| a.as_slice() == anchors) {
+    if let Some((_, _, _, cfg)) = cache
+        .iter()
+        .find(|((a, i), _, _, _)| a.as_slice() == anchors && i.as_ref() == identity)
+    {
         return Ok(cfg.clone());
     }
-    let cfg = Arc::new(backend::build(trust_anchors(anchors)?)?);
+    let loaded = identity.map(load_identity).transpose()?;
+    let cfg = Arc::new(backend::build(trust_anchors(anchors)?, loaded)?);
     if cache.len() >= CACHE_MAX {
         cache.remove(0);
     }
-    cache.push((anchors.to_vec(), pid, Instant::now(), cfg.clone()));
+    cache.push((
+        (anchors.to_vec(), identity.cloned()),
+        pid,
+        Instant::now(),
+        cfg.clone(),
+    ));
     Ok(cfg)
 }
 
@@ -246,6 +364,48 @@ mod tests {
         let e = trust_anchors(&[format!("DIR:{}", dir.display())]).unwrap_err();
         assert!(e.contains("no CA certificate found in directory"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn client_alerts_read_well() {
+        let required = client_cert_alert("CertificateRequired").unwrap();
+        assert!(required.contains("client certificate required"));
+        assert_eq!(
+            client_cert_alert("error:0A00045C:SSL routines::tlsv13 alert certificate required:ssl/record/rec_layer_s3.c:907:SSL alert number 116"),
+            Some(required)
+        );
+        for refused in ["UnknownCA", "BadCertificate", "tlsv1 alert unknown ca"] {
+            assert!(client_cert_alert(refused)
+                .unwrap()
+                .contains("refused the client certificate"));
+        }
+        assert!(client_cert_alert("HandshakeFailure")
+            .unwrap()
+            .contains("wss_client_certificate"));
+        assert!(client_cert_alert("sslv3 alert handshake failure").is_some());
+        assert_eq!(client_cert_alert("ProtocolVersion"), None);
+    }
+
+    #[test]
+    fn clients_with_different_certificates_are_not_shared() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata");
+        let anchors = [format!("FILE:{dir}/client.pem")];
+        let id = Identity {
+            cert: format!("{dir}/client.pem").into(),
+            key: format!("{dir}/client.key").into(),
+        };
+        let other = Identity {
+            cert: format!("{dir}/client2.pem").into(),
+            key: format!("{dir}/client2.key").into(),
+        };
+        let none = client_config(&anchors, None).unwrap();
+        let a = client_config(&anchors, Some(&id)).unwrap();
+        let b = client_config(&anchors, Some(&other)).unwrap();
+        assert!(!Arc::ptr_eq(&none, &a) && !Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(
+            &a,
+            &client_config(&anchors, Some(&id)).unwrap()
+        ));
     }
 
     #[test]

@@ -19,8 +19,12 @@ pub type Client = Arc<ClientConfig>;
 /// A TLS stream over TCP.
 pub type Stream = StreamOwned<ClientConnection, DeadlineStream>;
 
-/// Builds the client; `anchors` None means the system store.
-pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, String> {
+/// Builds the client; `anchors` None means the system store; `identity`
+/// is the client certificate to present when the server asks for one.
+pub fn build(
+    anchors: Option<Vec<CertificateDer<'static>>>,
+    identity: Option<super::LoadedIdentity>,
+) -> Result<Client, String> {
     let mut roots = RootCertStore::empty();
     let certs = match anchors {
         Some(c) => c,
@@ -34,11 +38,16 @@ pub fn build(anchors: Option<Vec<CertificateDer<'static>>>) -> Result<Client, St
         );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("TLS client certificate: {e}"))?,
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -62,6 +71,17 @@ pub fn handshake(
         }
     }
     Ok(StreamOwned::new(conn, tcp))
+}
+
+/// Describes an I/O error of the TLS stream after the handshake (in TLS
+/// 1.3 the server's verdict on our client certificate arrives then), or
+/// `None` when it is not a TLS alert about our certificate.
+pub fn describe_io(e: &io::Error, host: &str) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => super::client_cert_alert(&format!("{alert:?}"))
+            .map(|words| format!("TLS handshake with {host} failed: {words}")),
+        _ => None,
+    }
 }
 
 /// The deadline stream under the TLS stream.
@@ -125,9 +145,10 @@ pub fn describe_error(e: &rustls::Error, host: &str) -> String {
             }
             other => format!("TLS certificate of {host} rejected: {other:?}"),
         },
-        rustls::Error::AlertReceived(alert) => {
-            format!("TLS handshake with {host} failed: the server sent alert {alert:?}")
-        }
+        rustls::Error::AlertReceived(alert) => match super::client_cert_alert(&format!("{alert:?}")) {
+            Some(words) => format!("TLS handshake with {host} failed: {words}"),
+            None => format!("TLS handshake with {host} failed: the server sent alert {alert:?}"),
+        },
         other => format!("TLS with {host} failed: {other}"),
     }
 }
@@ -162,5 +183,17 @@ mod tests {
             m.contains("is a CA certificate used as a server certificate"),
             "{m}"
         );
+        let e = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let m = describe_error(&e, "kdc.example.com");
+        assert!(m.contains("client certificate required"), "{m}");
+        let e = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        let m = describe_error(&e, "kdc.example.com");
+        assert!(m.contains("refused the client certificate"), "{m}");
+        let io = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let m = describe_io(&io, "kdc.example.com").unwrap();
+        assert!(m.contains("client certificate required"), "{m}");
     }
 }
