@@ -10,6 +10,7 @@
 //! krb5-wss-loadgen responder --listen 127.0.0.1:0 [--realm R] [--max-seconds S]
 //! krb5-wss-loadgen idle --target wss://localhost:PORT/kdc --ca CA.pem
 //!     [--connections N] [--parallel P] [--hold-seconds S]
+//!     [--sources K] [--source-first 127.A.B.C]
 //! ```
 //!
 //! `run` opens N clients, each doing sequential exchanges as fast as its
@@ -29,7 +30,10 @@
 //!
 //! `idle` opens N WebSocket connections, prints one JSON line once they are
 //! open, holds them until its standard input gets a line (or closes) or
-//! `--hold-seconds` pass, then exits, closing them.
+//! `--hold-seconds` pass, then exits, closing them. With `--sources K`
+//! connection i is made from loopback address `--source-first` + (i mod K)
+//! (in 127.0.0.0/8 only), so that N can exceed one address's ephemeral
+//! ports.
 
 mod clients;
 mod krb;
@@ -37,6 +41,7 @@ mod krb;
 use clients::{Client, Mode, Target};
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +56,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_PHASE: Duration = Duration::from_secs(60);
 /// How long stragglers get after the window closes.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Most idle connections one `idle` process opens.
+const MAX_IDLE: usize = 200_000;
 
 type Opts = HashMap<String, String>;
 
@@ -423,9 +430,24 @@ fn idle(opts: &Opts) -> Result<(), String> {
     let connections: usize = opt(opts, "connections", 10_000)?;
     let parallel: usize = opt(opts, "parallel", 64)?;
     let hold: u64 = opt(opts, "hold-seconds", 120)?;
-    if connections == 0 || connections > 50_000 || parallel == 0 {
-        return Err("--connections must be 1..=50000, --parallel at least 1".into());
+    let sources: u32 = opt(opts, "sources", 0)?;
+    let first: Ipv4Addr = opt(opts, "source-first", Ipv4Addr::new(127, 100, 0, 1))?;
+    if connections == 0 || connections > MAX_IDLE || parallel == 0 || hold > 3600 {
+        return Err(format!(
+            "--connections must be 1..={MAX_IDLE}, --parallel at least 1, --hold-seconds at most 3600"
+        ));
     }
+    let first = u32::from(first);
+    let last = first.checked_add(sources.saturating_sub(1));
+    if sources > 0 && !matches!(last, Some(l) if (first >> 24) == 127 && (l >> 24) == 127) {
+        return Err(format!(
+            "--source-first {} with --sources {sources} leaves 127.0.0.0/8",
+            Ipv4Addr::from(first)
+        ));
+    }
+    let source_of = move |i: usize| -> Option<IpAddr> {
+        (sources > 0).then(|| IpAddr::V4(Ipv4Addr::from(first + (i as u32 % sources))))
+    };
     let target = Arc::new(target);
     runtime(1)?.block_on(async move {
         let started = Instant::now();
@@ -434,7 +456,8 @@ fn idle(opts: &Opts) -> Result<(), String> {
         let failed = Arc::new(AtomicUsize::new(0));
         let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let mut tasks = Vec::with_capacity(connections);
-        for _ in 0..connections {
+        for i in 0..connections {
+            let source = source_of(i);
             let (gate, open, failed, first_error, target) = (
                 gate.clone(),
                 open.clone(),
@@ -446,7 +469,9 @@ fn idle(opts: &Opts) -> Result<(), String> {
                 let Ok(_permit) = gate.acquire().await else {
                     return;
                 };
-                match tokio::time::timeout(EXCHANGE_TIMEOUT, Client::connect(&target)).await {
+                match tokio::time::timeout(EXCHANGE_TIMEOUT, Client::connect_from(&target, source))
+                    .await
+                {
                     Ok(Ok(c)) => open.lock().unwrap_or_else(|e| e.into_inner()).push(c),
                     Ok(Err(e)) => {
                         failed.fetch_add(1, Ordering::SeqCst);
