@@ -7,8 +7,10 @@ Builds a k5test realm and starts, on loopback with their own ports:
   - websockify in front of the KDC, with the plugin as client;
   - a second proxy in front of a canned KRB-ERROR responder (section C), and
     a third with the control point on (a realm policy, JSON audit lines);
-  - a fresh proxy for the idle-connection memory (section D).
-Then runs sections A-F and L (and P, the profiles, with --profile), prints the
+  - a fresh proxy per count for the idle-connection memory (section D, at
+    10,000 and 100,000 connections, or as many as the descriptor limits hold);
+  - 1, 2 and 4 plaintext proxies behind nginx (section S, scale-out).
+Then runs sections A-F, L and S (and P, the profiles, with --profile), prints the
 table with PASS/MISS against each target, and writes table.txt and
 results.json under target/bench/<time>/. Every process started is stopped,
 also on failure or Ctrl-C.
