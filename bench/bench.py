@@ -1558,7 +1558,15 @@ def main() -> int:
         return timeloop_main(sys.argv[2])
     if len(sys.argv) == 4 and sys.argv[1] == "--plot":
         # bench.py --plot RESULTS.json OUT.png: section L's plot again.
-        plot_latency(json.loads(Path(sys.argv[2]).read_text())["L"], Path(sys.argv[3]))
+        try:
+            res = json.loads(Path(sys.argv[2]).read_text())
+        except (OSError, ValueError) as e:
+            log(f"error: {sys.argv[2]}: {e}")
+            return 1
+        if not isinstance(res, dict) or not isinstance(res.get("L"), dict) or not res["L"]:
+            log(f"error: {sys.argv[2]} has no section L (bench/run --only L writes one)")
+            return 1
+        plot_latency(res["L"], Path(sys.argv[3]))
         return 0
     ap = argparse.ArgumentParser(description="krb5-wss benchmarks (run through bench/run)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, shorter windows")

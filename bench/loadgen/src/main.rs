@@ -425,6 +425,36 @@ async fn stdin_line() {
 // ---------------------------------------------------------------------------
 // idle
 
+/// The loopback source addresses of `idle`: `count` of them from `first`,
+/// all inside 127.0.0.0/8 (none when `count` is 0: the kernel chooses).
+#[derive(Debug, Clone, Copy)]
+struct Sources {
+    first: u32,
+    count: u32,
+}
+
+impl Sources {
+    fn new(first: Ipv4Addr, count: u32) -> Result<Sources, String> {
+        let start = u32::from(first);
+        let last = start.checked_add(count.saturating_sub(1));
+        if count > 0 && !matches!(last, Some(l) if (start >> 24) == 127 && (l >> 24) == 127) {
+            return Err(format!(
+                "--source-first {first} with --sources {count} leaves 127.0.0.0/8"
+            ));
+        }
+        Ok(Sources {
+            first: start,
+            count,
+        })
+    }
+
+    /// The source of connection `i`: the addresses in turn.
+    fn of(self, i: usize) -> Option<IpAddr> {
+        let offset = (i % self.count.max(1) as usize) as u32;
+        (self.count > 0).then(|| IpAddr::V4(Ipv4Addr::from(self.first + offset)))
+    }
+}
+
 fn idle(opts: &Opts) -> Result<(), String> {
     let target = Target::parse(Mode::Wss, required(opts, "target")?, opts.get("ca"))?;
     let connections: usize = opt(opts, "connections", 10_000)?;
@@ -437,17 +467,8 @@ fn idle(opts: &Opts) -> Result<(), String> {
             "--connections must be 1..={MAX_IDLE}, --parallel at least 1, --hold-seconds at most 3600"
         ));
     }
-    let first = u32::from(first);
-    let last = first.checked_add(sources.saturating_sub(1));
-    if sources > 0 && !matches!(last, Some(l) if (first >> 24) == 127 && (l >> 24) == 127) {
-        return Err(format!(
-            "--source-first {} with --sources {sources} leaves 127.0.0.0/8",
-            Ipv4Addr::from(first)
-        ));
-    }
-    let source_of = move |i: usize| -> Option<IpAddr> {
-        (sources > 0).then(|| IpAddr::V4(Ipv4Addr::from(first + (i as u32 % sources))))
-    };
+    let sources = Sources::new(first, sources)?;
+    let source_of = move |i: usize| sources.of(i);
     let target = Arc::new(target);
     runtime(1)?.block_on(async move {
         let started = Instant::now();
@@ -511,4 +532,40 @@ fn idle(opts: &Opts) -> Result<(), String> {
         drop(all);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_take_the_addresses_in_turn() {
+        let s = Sources::new(Ipv4Addr::new(127, 100, 3, 1), 250).unwrap();
+        assert_eq!(s.of(0), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 1))));
+        assert_eq!(s.of(249), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 250))));
+        assert_eq!(s.of(250), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 1))));
+        // Crossing an octet boundary stays inside 127.0.0.0/8.
+        let s = Sources::new(Ipv4Addr::new(127, 100, 0, 255), 3).unwrap();
+        assert_eq!(s.of(2), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 1, 1))));
+    }
+
+    #[test]
+    fn no_sources_leaves_the_choice_to_the_kernel() {
+        let s = Sources::new(Ipv4Addr::new(127, 100, 0, 1), 0).unwrap();
+        assert_eq!(s.of(0), None);
+        assert_eq!(s.of(12345), None);
+    }
+
+    #[test]
+    fn sources_outside_loopback_are_refused() {
+        for (first, count) in [
+            (Ipv4Addr::new(10, 0, 0, 1), 1),
+            (Ipv4Addr::new(127, 255, 255, 250), 10),
+            (Ipv4Addr::new(255, 255, 255, 255), 2),
+            (Ipv4Addr::new(126, 255, 255, 255), 2),
+        ] {
+            let e = Sources::new(first, count).unwrap_err();
+            assert!(e.contains("leaves 127.0.0.0/8"), "{first} x {count}: {e}");
+        }
+    }
 }
