@@ -50,9 +50,11 @@ def substitute(text: str, old: str, new: str) -> str:
 
 class Nginx:
     """nginx running the example configuration on `port`, in front of the
-    proxies at `upstreams` (host:port)."""
+    proxies at `upstreams` (host:port). bench/bench.py (scale-out) runs it
+    too, with more workers and connections."""
 
-    def __init__(self, workdir: Path, pki, port: int, upstreams: list[str]):
+    def __init__(self, workdir: Path, pki, port: int, upstreams: list[str], workers: int = 1,
+                 worker_connections: int = 256):
         self.dir = workdir / "nginx"
         self.dir.mkdir()
         self.port = port
@@ -67,10 +69,10 @@ class Nginx:
         d = self.dir
         user = "user root;\n" if os.geteuid() == 0 else ""
         (d / "nginx.conf").write_text(
-            f"{user}worker_processes 1;\n"
+            f"{user}worker_processes {workers};\n"
             f"error_log {d}/error.log info;\n"
             f"pid {d}/nginx.pid;\n"
-            "events { worker_connections 256; }\n"
+            f"events {{ worker_connections {worker_connections}; }}\n"
             "http {\n"
             f"  access_log {d}/access.log;\n"
             f"  client_body_temp_path {d}/client_body;\n"

@@ -164,9 +164,13 @@ impl Limits {
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
             // tungstenite zeroes this much of its read buffer before every
-            // read (and allocates it per connection): keep it small; a
-            // larger frame still reserves its own length.
-            .read_buffer_size(4 * 1024)
+            // read and keeps it allocated per connection, idle or not: keep
+            // it small (4 KiB → 2 KiB took an idle connection from 15.6 to
+            // 13.6 KiB, BENCHMARKS.md section D); a larger frame still
+            // reserves its own length, and TLS has already buffered the
+            // record, so a request over 2 KiB costs another copy, not
+            // another system call.
+            .read_buffer_size(2 * 1024)
             .write_buffer_size(0)
             // One reply plus its frame header and a close frame.
             .max_write_buffer_size(reply + 1024)

@@ -7,11 +7,11 @@ use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -136,12 +136,41 @@ impl Target {
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn open_stream(t: &Target) -> Result<Box<dyn Io>, String> {
-    let tcp = match t.addr {
-        Some(a) => TcpStream::connect(a).await,
-        None => TcpStream::connect((t.host.as_str(), t.port)).await,
-    }
-    .map_err(|e| format!("tcp connect: {e}"))?;
+/// A TCP connection to `t`, from `source` (port chosen by the kernel) when
+/// given: spreading connections over many loopback source addresses keeps
+/// each address's ephemeral ports far from exhaustion.
+async fn tcp_connect(t: &Target, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return match t.addr {
+            Some(a) => TcpStream::connect(a).await,
+            None => TcpStream::connect((t.host.as_str(), t.port)).await,
+        };
+    };
+    let dest = match t.addr {
+        Some(a) => a,
+        None => tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await?
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} has no address of the source's family", t.host),
+                )
+            })?,
+    };
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(dest).await
+}
+
+async fn open_stream(t: &Target, source: Option<IpAddr>) -> Result<Box<dyn Io>, String> {
+    let tcp = tcp_connect(t, source)
+        .await
+        .map_err(|e| format!("tcp connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     match &t.tls {
         None => Ok(Box::new(tcp)),
@@ -202,6 +231,12 @@ fn fail(stale: bool, message: impl Into<String>) -> Failure {
 impl Client {
     /// Connects as the mode requires.
     pub async fn connect(t: &Target) -> Result<Client, String> {
+        Client::connect_from(t, None).await
+    }
+
+    /// Connects as the mode requires, the WebSocket's TCP connection from
+    /// `source` when given.
+    pub async fn connect_from(t: &Target, source: Option<IpAddr>) -> Result<Client, String> {
         match t.mode {
             Mode::Tcp => Ok(Client::Tcp),
             // Connected at the first exchange, inside its time, as MIT's
@@ -209,7 +244,7 @@ impl Client {
             // idle connection opened ahead of its request).
             Mode::Kkdcp => Ok(Client::Http(None)),
             Mode::Wss => {
-                let io = open_stream(t).await?;
+                let io = open_stream(t, source).await?;
                 let mut request = t
                     .url
                     .as_str()
@@ -351,7 +386,7 @@ async fn http_exchange(
     let reused = conn.is_some();
     let mut io = match conn.take() {
         Some(io) => io,
-        None => BufReader::new(open_stream(t).await.map_err(|e| fail(false, e))?),
+        None => BufReader::new(open_stream(t, None).await.map_err(|e| fail(false, e))?),
     };
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/kerberos\r\n\

@@ -10,6 +10,7 @@
 //! krb5-wss-loadgen responder --listen 127.0.0.1:0 [--realm R] [--max-seconds S]
 //! krb5-wss-loadgen idle --target wss://localhost:PORT/kdc --ca CA.pem
 //!     [--connections N] [--parallel P] [--hold-seconds S]
+//!     [--sources K] [--source-first 127.A.B.C]
 //! ```
 //!
 //! `run` opens N clients, each doing sequential exchanges as fast as its
@@ -29,7 +30,10 @@
 //!
 //! `idle` opens N WebSocket connections, prints one JSON line once they are
 //! open, holds them until its standard input gets a line (or closes) or
-//! `--hold-seconds` pass, then exits, closing them.
+//! `--hold-seconds` pass, then exits, closing them. With `--sources K`
+//! connection i is made from loopback address `--source-first` + (i mod K)
+//! (in 127.0.0.0/8 only), so that N can exceed one address's ephemeral
+//! ports.
 
 mod clients;
 mod krb;
@@ -37,6 +41,7 @@ mod krb;
 use clients::{Client, Mode, Target};
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +56,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_PHASE: Duration = Duration::from_secs(60);
 /// How long stragglers get after the window closes.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Most idle connections one `idle` process opens.
+const MAX_IDLE: usize = 200_000;
 
 type Opts = HashMap<String, String>;
 
@@ -418,14 +425,50 @@ async fn stdin_line() {
 // ---------------------------------------------------------------------------
 // idle
 
+/// The loopback source addresses of `idle`: `count` of them from `first`,
+/// all inside 127.0.0.0/8 (none when `count` is 0: the kernel chooses).
+#[derive(Debug, Clone, Copy)]
+struct Sources {
+    first: u32,
+    count: u32,
+}
+
+impl Sources {
+    fn new(first: Ipv4Addr, count: u32) -> Result<Sources, String> {
+        let start = u32::from(first);
+        let last = start.checked_add(count.saturating_sub(1));
+        if count > 0 && !matches!(last, Some(l) if (start >> 24) == 127 && (l >> 24) == 127) {
+            return Err(format!(
+                "--source-first {first} with --sources {count} leaves 127.0.0.0/8"
+            ));
+        }
+        Ok(Sources {
+            first: start,
+            count,
+        })
+    }
+
+    /// The source of connection `i`: the addresses in turn.
+    fn of(self, i: usize) -> Option<IpAddr> {
+        let offset = (i % self.count.max(1) as usize) as u32;
+        (self.count > 0).then(|| IpAddr::V4(Ipv4Addr::from(self.first + offset)))
+    }
+}
+
 fn idle(opts: &Opts) -> Result<(), String> {
     let target = Target::parse(Mode::Wss, required(opts, "target")?, opts.get("ca"))?;
     let connections: usize = opt(opts, "connections", 10_000)?;
     let parallel: usize = opt(opts, "parallel", 64)?;
     let hold: u64 = opt(opts, "hold-seconds", 120)?;
-    if connections == 0 || connections > 50_000 || parallel == 0 {
-        return Err("--connections must be 1..=50000, --parallel at least 1".into());
+    let sources: u32 = opt(opts, "sources", 0)?;
+    let first: Ipv4Addr = opt(opts, "source-first", Ipv4Addr::new(127, 100, 0, 1))?;
+    if connections == 0 || connections > MAX_IDLE || parallel == 0 || hold > 3600 {
+        return Err(format!(
+            "--connections must be 1..={MAX_IDLE}, --parallel at least 1, --hold-seconds at most 3600"
+        ));
     }
+    let sources = Sources::new(first, sources)?;
+    let source_of = move |i: usize| sources.of(i);
     let target = Arc::new(target);
     runtime(1)?.block_on(async move {
         let started = Instant::now();
@@ -434,7 +477,8 @@ fn idle(opts: &Opts) -> Result<(), String> {
         let failed = Arc::new(AtomicUsize::new(0));
         let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let mut tasks = Vec::with_capacity(connections);
-        for _ in 0..connections {
+        for i in 0..connections {
+            let source = source_of(i);
             let (gate, open, failed, first_error, target) = (
                 gate.clone(),
                 open.clone(),
@@ -446,7 +490,9 @@ fn idle(opts: &Opts) -> Result<(), String> {
                 let Ok(_permit) = gate.acquire().await else {
                     return;
                 };
-                match tokio::time::timeout(EXCHANGE_TIMEOUT, Client::connect(&target)).await {
+                match tokio::time::timeout(EXCHANGE_TIMEOUT, Client::connect_from(&target, source))
+                    .await
+                {
                     Ok(Ok(c)) => open.lock().unwrap_or_else(|e| e.into_inner()).push(c),
                     Ok(Err(e)) => {
                         failed.fetch_add(1, Ordering::SeqCst);
@@ -486,4 +532,40 @@ fn idle(opts: &Opts) -> Result<(), String> {
         drop(all);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_take_the_addresses_in_turn() {
+        let s = Sources::new(Ipv4Addr::new(127, 100, 3, 1), 250).unwrap();
+        assert_eq!(s.of(0), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 1))));
+        assert_eq!(s.of(249), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 250))));
+        assert_eq!(s.of(250), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 3, 1))));
+        // Crossing an octet boundary stays inside 127.0.0.0/8.
+        let s = Sources::new(Ipv4Addr::new(127, 100, 0, 255), 3).unwrap();
+        assert_eq!(s.of(2), Some(IpAddr::V4(Ipv4Addr::new(127, 100, 1, 1))));
+    }
+
+    #[test]
+    fn no_sources_leaves_the_choice_to_the_kernel() {
+        let s = Sources::new(Ipv4Addr::new(127, 100, 0, 1), 0).unwrap();
+        assert_eq!(s.of(0), None);
+        assert_eq!(s.of(12345), None);
+    }
+
+    #[test]
+    fn sources_outside_loopback_are_refused() {
+        for (first, count) in [
+            (Ipv4Addr::new(10, 0, 0, 1), 1),
+            (Ipv4Addr::new(127, 255, 255, 250), 10),
+            (Ipv4Addr::new(255, 255, 255, 255), 2),
+            (Ipv4Addr::new(126, 255, 255, 255), 2),
+        ] {
+            let e = Sources::new(first, count).unwrap_err();
+            assert!(e.contains("leaves 127.0.0.0/8"), "{first} x {count}: {e}");
+        }
+    }
 }
