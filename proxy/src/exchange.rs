@@ -76,12 +76,20 @@ impl Checked {
     fn fields(&self, line: &mut Line, principals: bool) {
         line.text("realm", &self.realm).text("type", &self.kind);
         if principals {
-            line.opt(
-                "cname",
-                self.cname.as_ref().map(|c| format!("{c}@{}", self.realm)),
-            )
-            .opt("sname", self.sname.as_deref());
+            line.opt("cname", self.cname.as_deref().map(|c| At(c, &self.realm)))
+                .opt("sname", self.sname.as_deref());
         }
+    }
+}
+
+/// `name@realm`, written without building the string first.
+struct At<N, R>(N, R);
+
+impl<N: fmt::Display, R: fmt::Display> fmt::Display for At<N, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)?;
+        f.write_str("@")?;
+        self.1.fmt(f)
     }
 }
 
@@ -238,7 +246,11 @@ pub async fn run(
     let settings = &now.config.throttle;
     let guessed = match (&checked.cname, service, settings.enabled) {
         (Some(c), Service::Kdc, true) if checked.is_as_req() => {
-            Some(format!("{c}@{}", checked.realm))
+            let mut p = String::with_capacity(c.len() + 1 + checked.realm.len());
+            p.push_str(c);
+            p.push('@');
+            p.push_str(&checked.realm);
+            Some(p)
         }
         _ => None,
     };
@@ -379,7 +391,7 @@ fn reply_fields(shared: &Shared, line: &mut Line, message: &[u8], principals: bo
         }) => {
             line.text("reply", kind);
             if principals {
-                line.text("reply_cname", format!("{cname}@{crealm}"));
+                line.text("reply_cname", At(&cname, &crealm));
             }
             None
         }

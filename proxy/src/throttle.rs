@@ -263,10 +263,13 @@ impl Table {
     }
 
     fn keys(&self, addr: AddrKey, principal: &str) -> [(Kind, u64); 3] {
+        // The principal is hashed once; the pair's key hashes that hash
+        // (each kind has its own leading tag, so kinds never share a key).
+        let p = self.hasher.hash_one((2u8, principal));
         [
-            (Kind::Pair, self.hasher.hash_one((0u8, addr, principal))),
+            (Kind::Pair, self.hasher.hash_one((0u8, addr, p))),
             (Kind::Address, self.hasher.hash_one((1u8, addr))),
-            (Kind::Principal, self.hasher.hash_one((2u8, principal))),
+            (Kind::Principal, p),
         ]
     }
 
