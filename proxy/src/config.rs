@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::logfmt::LogFormat;
 use crate::policy::Policy;
 use crate::server_settings::ServerSettings;
-use crate::settings::{Given, Layers, Section, Table};
+use crate::settings::{Given, Section, Table};
 use crate::throttle;
 use krb5_wss_proto::Service;
 use serde::de::{self, Deserializer, Visitor};

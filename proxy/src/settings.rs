@@ -95,25 +95,7 @@ pub trait Table: Default {
     fn set_toml(&mut self, key: &str, v: &Value) -> Result<(), String>;
     /// The current value of `key`, as the docs write it.
     fn show(&self, key: &str) -> Option<String>;
-}
 
-/// A TOML section as read: each key's value with its place in the file.
-pub type Section = BTreeMap<String, Spanned<Value>>;
-
-/// Where a byte offset of `text` is, as "line N".
-pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()
-        .iter()
-        .take(offset)
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-impl<T: Table> Layers for T {}
-
-/// Applying the file's and the command line's values to a section.
-pub trait Layers: Table {
     /// Sets every key of the file's section; an unknown key is an error
     /// naming its line and the known keys.
     fn apply_file(&mut self, section: &Section, text: &str) -> Result<(), String> {
@@ -144,6 +126,19 @@ pub trait Layers: Table {
         }
         Ok(())
     }
+}
+
+/// A TOML section as read: each key's value with its place in the file.
+pub type Section = BTreeMap<String, Spanned<Value>>;
+
+/// Where a byte offset of `text` is, as "line N".
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The settings given on the command line: each flag's raw values.
