@@ -2,12 +2,18 @@
 //! docs/protocol.md), with blocking I/O and a bound on every phase.
 //!
 //! [`WssConnection::connect`] resolves the host, connects over TCP (through
-//! a web proxy's CONNECT when one is configured), runs the TLS handshake
-//! (verified) and the WebSocket handshake offering the `binary`
-//! subprotocol, all within one connect deadline.
-//! [`WssConnection::exchange`] sends one record and reads its reply within
-//! the request deadline. Failures are typed and say what went wrong in
-//! words an administrator can act on.
+//! a web proxy's CONNECT when one is configured) and runs the TLS handshake
+//! (verified), all within one connect deadline. The WebSocket upgrade
+//! (offering the `binary` subprotocol) waits for the connection's first
+//! [`WssConnection::exchange`], which carries its request inside the
+//! upgrade request (`krb5_wss_proto::upgrade_request`): a new connection
+//! then costs TCP + TLS + one round trip for the upgrade and the first
+//! exchange together. A server that does not take the request that way
+//! gets it as a message after the upgrade. A connection not used at once
+//! is upgraded by [`WssConnection::is_alive`] within a fresh connect
+//! deadline. Each exchange sends one record and reads its reply within the
+//! request deadline. Failures are typed and say what went wrong in words
+//! an administrator can act on.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -16,6 +22,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use krb5_wss_proto::framing::{self, Deframer};
+use krb5_wss_proto::upgrade_request;
+use log::debug;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
@@ -166,9 +174,27 @@ impl Write for Stream {
     }
 }
 
-/// An open WebSocket connection to one URL.
+/// Where a connection's WebSocket handshake stands.
+enum Ws {
+    /// TLS (or TCP, for `ws://`) is up; the upgrade is still to be sent,
+    /// with the first request in it.
+    NotUpgraded(Stream),
+    /// Upgraded (boxed: the WebSocket's state is large, and every
+    /// connection that is used becomes one).
+    Open(Box<WebSocket<Stream>>),
+    /// Taken apart by a failed upgrade: never used again.
+    Gone,
+}
+
+/// An open connection to one URL (upgraded, or upgraded by its first
+/// exchange).
 pub struct WssConnection {
-    ws: WebSocket<Stream>,
+    ws: Ws,
+    /// The connect deadline: the upgrade's response must meet it too.
+    connect_deadline: Instant,
+    connect_timeout: Duration,
+    /// True when the last upgrade carried its first request.
+    carried_first: bool,
     url: WssUrl,
     peer: SocketAddr,
     via: Option<String>,
@@ -369,7 +395,52 @@ impl WssConnection {
             Stream::Plain(tcp)
         };
 
-        let mut request = url
+        Ok(WssConnection {
+            ws: Ws::NotUpgraded(stream),
+            connect_deadline: deadline,
+            connect_timeout,
+            carried_first: false,
+            url: url.clone(),
+            peer,
+            via: proxy.map(|p| p.to_string()),
+            deframer: Deframer::new(MAX_REPLY),
+            last_used: Instant::now(),
+            known_alive: Instant::now(),
+            exchanges: 0,
+        })
+    }
+
+    /// True when the upgrade carried the connection's first request.
+    pub fn carried_first(&self) -> bool {
+        self.carried_first
+    }
+
+    /// The stream under the WebSocket, whatever the handshake's stage.
+    fn stream_mut(&mut self) -> Option<&mut Stream> {
+        match &mut self.ws {
+            Ws::NotUpgraded(s) => Some(s),
+            Ws::Open(ws) => Some(ws.get_mut()),
+            Ws::Gone => None,
+        }
+    }
+
+    /// Runs the WebSocket upgrade, by `deadline`, with `first` (a record)
+    /// carried in it when given and small enough; true when the server
+    /// took it (its reply is then the first record it sends).
+    fn upgrade(
+        &mut self,
+        first: Option<&[u8]>,
+        deadline: Instant,
+        bound: Duration,
+    ) -> Result<bool, TransportError> {
+        let Ws::NotUpgraded(mut stream) = std::mem::replace(&mut self.ws, Ws::Gone) else {
+            return Err(TransportError::Protocol(
+                "internal error: upgrading a connection twice".into(),
+            ));
+        };
+        stream.inner_mut().set_deadline(Some(deadline));
+        let mut request = self
+            .url
             .to_string()
             .into_client_request()
             .map_err(|e| TransportError::Handshake(e.to_string()))?;
@@ -382,53 +453,52 @@ impl WssConnection {
             "User-Agent",
             HeaderValue::from_static(concat!("krb5-wss/", env!("CARGO_PKG_VERSION"))),
         );
-        let ws = match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
-            Ok((ws, _response)) => ws,
-            Err(HandshakeError::Interrupted(_)) => {
-                return Err(TransportError::Timeout {
-                    phase: "in the WebSocket handshake",
-                    after: connect_timeout,
-                })
+        let carried = first.and_then(upgrade_request::encode);
+        if let Some(value) = carried.as_deref() {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(upgrade_request::HEADER, v);
             }
+        }
+        let host = self.url.host_for_resolve();
+        match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
+            Ok((ws, response)) => {
+                self.ws = Ws::Open(Box::new(ws));
+                self.carried_first = carried.is_some()
+                    && response
+                        .headers()
+                        .get(upgrade_request::HEADER)
+                        .is_some_and(|v| v.as_bytes() == upgrade_request::ACCEPTED.as_bytes());
+                Ok(self.carried_first)
+            }
+            Err(HandshakeError::Interrupted(_)) => Err(TransportError::Timeout {
+                phase: "in the WebSocket handshake",
+                after: bound,
+            }),
             Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
                 let status = resp.status();
-                return Err(TransportError::Handshake(format!(
+                Err(TransportError::Handshake(format!(
                     "HTTP {} {} for {}",
                     status.as_u16(),
                     status.canonical_reason().unwrap_or(""),
-                    url.path
-                )));
+                    self.url.path
+                )))
             }
             Err(HandshakeError::Failure(tungstenite::Error::Protocol(p))) => {
-                return Err(TransportError::Handshake(p.to_string()))
+                Err(TransportError::Handshake(p.to_string()))
             }
             Err(HandshakeError::Failure(tungstenite::Error::Io(io)))
                 if crate::tls::describe_io(&io, &host).is_some() =>
             {
                 // TLS 1.3: the server's alert about our client
                 // certificate comes after the handshake, at the first read.
-                return Err(TransportError::Tls(
+                Err(TransportError::Tls(
                     crate::tls::describe_io(&io, &host).unwrap_or_default(),
-                ));
-            }
-            Err(HandshakeError::Failure(e)) => {
-                return Err(map_ws_error(
-                    e,
-                    "in the WebSocket handshake",
-                    connect_timeout,
                 ))
             }
-        };
-        Ok(WssConnection {
-            ws,
-            url: url.clone(),
-            peer,
-            via: proxy.map(|p| p.to_string()),
-            deframer: Deframer::new(MAX_REPLY),
-            last_used: Instant::now(),
-            known_alive: Instant::now(),
-            exchanges: 0,
-        })
+            Err(HandshakeError::Failure(e)) => {
+                Err(map_ws_error(e, "in the WebSocket handshake", bound))
+            }
+        }
     }
 
     /// The URL this connection serves.
@@ -465,21 +535,57 @@ impl WssConnection {
     ) -> Result<Vec<u8>, ExchangeFailure> {
         let deadline = Instant::now() + timeout;
         let fail = |error, stale| ExchangeFailure { error, stale };
-        // Every read and write below (the request, pongs, the reply in any
-        // number of frames and pieces) runs under this one deadline.
-        self.ws.get_mut().inner_mut().set_deadline(Some(deadline));
         let record = framing::try_encode(request)
             .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
-        if let Err(e) = self.ws.send(Message::Binary(record.into())) {
-            // A write that fails on a connection the server already closed
-            // never reached the KDC: safe to resend elsewhere.
-            let stale = matches!(
-                &e,
-                tungstenite::Error::ConnectionClosed
-                    | tungstenite::Error::AlreadyClosed
-                    | tungstenite::Error::Io(_)
-            ) && self.exchanges > 0;
-            return Err(fail(map_ws_error(e, "sending the request", timeout), stale));
+        // Every read and write below (the upgrade when it is still to be
+        // done, the request, pongs, the reply in any number of frames and
+        // pieces) runs under this one deadline.
+        if let Some(s) = self.stream_mut() {
+            s.inner_mut().set_deadline(Some(deadline));
+        }
+        // A new connection: the request rides in the upgrade, whose
+        // response must come by the connect deadline as well (the connect
+        // timeout bounds TCP + TLS + upgrade, wherever the upgrade runs).
+        // Nothing was exchanged on the connection, so no failure here is a
+        // stale connection's.
+        let carried = match self.ws {
+            Ws::NotUpgraded(_) => {
+                let (by, bound) = if self.connect_deadline < deadline {
+                    (self.connect_deadline, self.connect_timeout)
+                } else {
+                    (deadline, timeout)
+                };
+                let carried = self
+                    .upgrade(Some(&record), by, bound)
+                    .map_err(|e| fail(e, false))?;
+                if let Some(s) = self.stream_mut() {
+                    s.inner_mut().set_deadline(Some(deadline));
+                }
+                carried
+            }
+            _ => false,
+        };
+        let Ws::Open(ws) = &mut self.ws else {
+            return Err(fail(
+                TransportError::Closed {
+                    code: None,
+                    reason: String::new(),
+                },
+                false,
+            ));
+        };
+        if !carried {
+            if let Err(e) = ws.send(Message::Binary(record.into())) {
+                // A write that fails on a connection the server already
+                // closed never reached the KDC: safe to resend elsewhere.
+                let stale = matches!(
+                    &e,
+                    tungstenite::Error::ConnectionClosed
+                        | tungstenite::Error::AlreadyClosed
+                        | tungstenite::Error::Io(_)
+                ) && self.exchanges > 0;
+                return Err(fail(map_ws_error(e, "sending the request", timeout), stale));
+            }
         }
         let mut replies = Vec::new();
         let mut got_bytes = false;
@@ -493,7 +599,7 @@ impl WssConnection {
                     false,
                 ));
             }
-            match self.ws.read() {
+            match ws.read() {
                 Ok(Message::Binary(data)) => {
                     got_bytes = true;
                     self.deframer
@@ -566,12 +672,24 @@ impl WssConnection {
         if self.known_alive.elapsed() < RECHECK_AFTER {
             return true;
         }
-        self.ws.get_mut().inner_mut().set_deadline(None);
-        if self.ws.get_ref().tcp().set_nonblocking(true).is_err() {
+        if matches!(self.ws, Ws::NotUpgraded(_)) {
+            // Not used at once: upgrade without a request, as a fresh
+            // connect would (one round trip, within its own deadline).
+            let bound = self.connect_timeout;
+            if let Err(e) = self.upgrade(None, Instant::now() + bound, bound) {
+                debug!("{}: the WebSocket upgrade failed: {e}", self.url);
+                return false;
+            }
+        }
+        let Ws::Open(ws) = &mut self.ws else {
+            return false;
+        };
+        ws.get_mut().inner_mut().set_deadline(None);
+        if ws.get_ref().tcp().set_nonblocking(true).is_err() {
             return false;
         }
         let alive = loop {
-            match self.ws.read() {
+            match ws.read() {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     break true
                 }
@@ -579,18 +697,21 @@ impl WssConnection {
                 _ => break false,
             }
         };
-        let alive = self.ws.get_ref().tcp().set_nonblocking(false).is_ok() && alive;
+        let alive = ws.get_ref().tcp().set_nonblocking(false).is_ok() && alive;
         if alive {
             self.known_alive = Instant::now();
         }
         alive
     }
 
-    /// Sends a normal close frame (best effort, never blocks long).
-    pub fn close(mut self) {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        self.ws.get_mut().inner_mut().set_deadline(Some(deadline));
-        let _ = self.ws.close(None);
-        let _ = self.ws.flush();
+    /// Sends a normal close frame (best effort, never blocks long); a
+    /// connection not upgraded yet is just dropped.
+    pub fn close(self) {
+        if let Ws::Open(mut ws) = self.ws {
+            let deadline = Instant::now() + Duration::from_millis(200);
+            ws.get_mut().inner_mut().set_deadline(Some(deadline));
+            let _ = ws.close(None);
+            let _ = ws.flush();
+        }
     }
 }

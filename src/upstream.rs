@@ -480,12 +480,18 @@ impl Upstream {
         let result = conn.exchange(request, self.target.request_timeout);
         match &result {
             Ok(reply) => debug!(
-                "realm {} {}: {} exchange over {} ({} connection, exchange #{}): sent {} bytes, received {} bytes in {} us",
+                "realm {} {}: {} exchange over {} ({}, exchange #{}): sent {} bytes, received {} bytes in {} us",
                 self.target.realm,
                 self.target.service,
                 message_name(request, self.target.service),
                 conn.url(),
-                if reused { "pooled" } else { "new" },
+                // The lookup's warm-up pools a connection not yet upgraded:
+                // its first exchange is a new connection's.
+                match (conn.exchanges() == 1 && conn.carried_first(), reused) {
+                    (true, _) => "new connection, request carried in the upgrade",
+                    (false, true) => "pooled connection",
+                    (false, false) => "new connection",
+                },
                 conn.exchanges(),
                 request.len(),
                 reply.len(),
@@ -651,11 +657,13 @@ mod tests {
         assert_eq!(order, ["order-a.test", "order-b.test", "order-c.test"]);
     }
 
-    /// A listener that accepts and never answers (a black hole).
+    /// A listener that accepts and never answers (a black hole): its TLS
+    /// handshake never ends, so connecting to it times out (the upgrade,
+    /// and a plain ws:// connection, wait for the first exchange).
     fn black_hole() -> (std::net::TcpListener, String) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        (l, format!("ws://127.0.0.1:{port}/kdc"))
+        (l, format!("wss://127.0.0.1:{port}/kdc"))
     }
 
     fn target(urls: Vec<WssUrl>) -> Target {

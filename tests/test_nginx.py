@@ -156,10 +156,12 @@ def test_behind_nginx_trusting_x_forwarded_for(start_proxy, nginx_factory, pki, 
     wait_for_log(proxy, r"refused client=127\.0\.0\.2 service=kdc transport=websocket close=4429 ")
 
     # MIT's kinit/kvno/kpasswd through nginx: with the plugin over wss://,
-    # and natively over MS-KKDCP.
+    # and natively over MS-KKDCP. nginx passes the first request carried in
+    # the upgrade, and its acknowledgement, through (docs/protocol.md).
     client = wss_client(realm, nginx.port, pki, plugin_dir, tmp_path / "wss")
     r = client.kinit()
     assert r.returncode == 0, r.output
+    assert "request carried in the upgrade" in r.stderr, r.stderr
     r = client.run(["kvno", realm.host_princ])
     assert r.returncode == 0, r.output
 

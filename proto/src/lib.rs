@@ -10,7 +10,8 @@
 //! [`kerberos`] checks that a record is a request a proxy may forward and
 //! names its realm, [`kkdcp`] reads and writes MS-KKDCP messages, and
 //! [`close`] lists the documented close codes, [`krb_error`] writes
-//! KRB-ERROR replies, [`srv`] orders SRV records (RFC 2782). [`samples`] builds valid
+//! KRB-ERROR replies, [`srv`] orders SRV records (RFC 2782), [`upgrade_request`] carries a
+//! connection's first request in the WebSocket upgrade. [`samples`] builds valid
 //! sample requests for tests and fuzzing.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod krb_error;
 pub mod principal;
 pub mod samples;
 pub mod srv;
+pub mod upgrade_request;
 
 /// The WebSocket subprotocol the client offers and the proxy selects.
 pub const SUBPROTOCOL: &str = "binary";

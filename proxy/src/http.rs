@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use krb5_wss_proto::{close, Service, SUBPROTOCOL};
+use krb5_wss_proto::{close, upgrade_request, Service, SUBPROTOCOL};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -95,17 +95,20 @@ pub async fn handle(
     }
     let admitted = admit_request(&ctx, client);
     let response = match route {
-        Route::WebSocket(service) => match websocket_handshake(req.method(), req.headers()) {
-            Ok(accepted) => {
+        Route::WebSocket(service) => match websocket_handshake(req.method(), req.headers())
+            .and_then(|accepted| Ok((accepted, first_request(req.headers())?)))
+        {
+            Ok((accepted, first)) => {
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 let ctx = ctx.clone();
+                let carried = first.is_some();
                 tokio::spawn(async move {
                     match on_upgrade.await {
-                        Ok(upgraded) => session::run(upgraded, service, ctx, admitted).await,
+                        Ok(upgraded) => session::run(upgraded, service, ctx, admitted, first).await,
                         Err(e) => log::debug!("client={client} upgrade failed: {e}"),
                     }
                 });
-                accepted.response()
+                accepted.response(carried)
             }
             Err(refused) => {
                 log::debug!(
@@ -187,8 +190,9 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The 101 Switching Protocols response.
-    pub fn response(&self) -> Response<Body> {
+    /// The 101 Switching Protocols response; `carried` acknowledges the
+    /// first request carried in the upgrade (see [`first_request`]).
+    pub fn response(&self, carried: bool) -> Response<Body> {
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = r.headers_mut();
@@ -200,8 +204,40 @@ impl Accepted {
         if let Some(p) = self.subprotocol {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
         }
+        if carried {
+            h.insert(
+                upgrade_request::HEADER,
+                HeaderValue::from_static(upgrade_request::ACCEPTED),
+            );
+        }
         r
     }
+}
+
+/// The first record carried in the upgrade request (docs/protocol.md,
+/// "The first request in the upgrade"): None without the header; HTTP 400
+/// when it is repeated or not the base64 of at most
+/// [`upgrade_request::MAX_RECORD`] bytes. The record is then read like the
+/// first the client sends: deframed, checked, limited and logged alike.
+pub fn first_request(headers: &HeaderMap) -> Result<Option<Bytes>, Refused> {
+    let mut values = headers.get_all(upgrade_request::HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "more than one krb5-wss-request header\n",
+        ));
+    }
+    upgrade_request::decode(value.as_bytes())
+        .map(|record| Some(Bytes::from(record)))
+        .map_err(|_| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                "malformed krb5-wss-request header (the base64 of at most 3072 bytes)\n",
+            )
+        })
 }
 
 /// A refused WebSocket handshake: an HTTP error.
@@ -377,7 +413,7 @@ mod tests {
         // The example from RFC 6455 §1.3.
         assert_eq!(a.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(a.subprotocol, None);
-        let r = a.response();
+        let r = a.response(false);
         assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert!(r.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
     }
@@ -391,7 +427,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.subprotocol, Some("binary"));
         assert_eq!(
-            a.response().headers()[header::SEC_WEBSOCKET_PROTOCOL],
+            a.response(false).headers()[header::SEC_WEBSOCKET_PROTOCOL],
             "binary"
         );
         let a = websocket_handshake(
@@ -430,5 +466,33 @@ mod tests {
         h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("short"));
         let r = websocket_handshake(&Method::GET, &h).unwrap_err();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn the_first_request_in_the_upgrade_is_read_or_refused() {
+        assert_eq!(first_request(&headers(GOOD)).unwrap(), None);
+        let record = b"\x00\x00\x00\x01\x30";
+        let value = upgrade_request::encode(record).unwrap();
+        let got = first_request(&with(&[("Krb5-Wss-Request", value.as_str())])).unwrap();
+        assert_eq!(got.as_deref(), Some(&record[..]));
+        for bad in ["", "not base64", &"QUFB".repeat(1025)] {
+            let r = first_request(&with(&[("krb5-wss-request", bad)])).unwrap_err();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        let twice = with(&[("krb5-wss-request", "AAAA"), ("krb5-wss-request", "AAAA")]);
+        assert_eq!(
+            first_request(&twice).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        let accepted = websocket_handshake(&Method::GET, &headers(GOOD)).unwrap();
+        assert_eq!(
+            accepted.response(true).headers()[upgrade_request::HEADER],
+            "accepted"
+        );
+        assert!(accepted
+            .response(false)
+            .headers()
+            .get(upgrade_request::HEADER)
+            .is_none());
     }
 }

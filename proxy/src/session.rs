@@ -50,8 +50,16 @@ const LINGER_QUIET: Duration = Duration::from_millis(200);
 /// buy a connection CPU time or an endless life.
 pub const MAX_CONTROL_FRAMES_PER_SECOND: u32 = 20;
 
-/// Runs one WebSocket session on an upgraded connection.
-pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>, admitted: Admitted) {
+/// Runs one WebSocket session on an upgraded connection; `first` is the
+/// record the client carried in the upgrade request, read as the first
+/// bytes of its stream.
+pub async fn run(
+    upgraded: Upgraded,
+    service: Service,
+    ctx: Arc<ConnContext>,
+    admitted: Admitted,
+    first: Option<Bytes>,
+) {
     let limits = &ctx.config.limits;
     let client = admitted.client;
     let mut ws = WebSocketStream::from_raw_socket(
@@ -65,7 +73,7 @@ pub async fn run(upgraded: Upgraded, service: Service, ctx: Arc<ConnContext>, ad
         refuse(&mut ws, &ctx, &client, service, refusal).await;
         return;
     }
-    let end = records(&mut ws, service, &ctx, &client).await;
+    let end = records(&mut ws, service, &ctx, &client, first).await;
     match end {
         End::ClientClosed => {
             log::debug!("session client={client} service={service} closed by client")
@@ -114,7 +122,13 @@ enum End {
 }
 
 /// Reads records and answers them until the connection must end.
-async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Client) -> End {
+async fn records(
+    ws: &mut Ws,
+    service: Service,
+    ctx: &ConnContext,
+    client: &Client,
+    mut first: Option<Bytes>,
+) -> End {
     let limits = &ctx.config.limits;
     let mut shutdown = ctx.shared.shutdown_signal();
     let mut deframer = Deframer::new(limits.max_record_size);
@@ -151,9 +165,12 @@ async fn records(ws: &mut Ws, service: Service, ctx: &ConnContext, client: &Clie
                 None => End::Idle,
             };
         }
-        let next = tokio::select! {
-            n = timeout_at(deadline, ws.next()) => n,
-            () = shutdown.wait() => return End::ShuttingDown,
+        let next = match first.take() {
+            Some(data) => Ok(Some(Ok(Message::Binary(data)))),
+            None => tokio::select! {
+                n = timeout_at(deadline, ws.next()) => n,
+                () = shutdown.wait() => return End::ShuttingDown,
+            },
         };
         let message = match next {
             Err(_) if partial_since.is_some() => {
