@@ -139,3 +139,54 @@ def test_a_new_wss_connection_costs_tls_plus_one_round_trip_per_exchange(
     wss_round_trips = len(turns.connections) + len(exchange_turns(turns.connections[0]))
     direct_round_trips = len(direct.connections) + sum(len(t) for t in direct.connections)
     assert wss_round_trips == direct_round_trips == 4
+
+
+# ---------------------------------------------------------------------------
+# The proxy's side of the carried request, as a hostile client would use it
+
+
+def _carrying(proxy, pki, record: bytes | None, value: str | None = None):
+    import base64
+
+    from test_proxy import client_ssl
+    from websockets.asyncio.client import connect
+    header = value if value is not None else base64.b64encode(record).decode()
+    return connect(proxy.url("/kdc"), ssl=client_ssl(pki), subprotocols=["binary"],
+                   compression=None, open_timeout=5, close_timeout=5,
+                   additional_headers={"Krb5-Wss-Request": header})
+
+
+def test_the_proxy_answers_a_carried_request_first_and_checks_it_like_any(
+        start_proxy, pki, realm):
+    import asyncio
+
+    import websockets
+    from test_proxy import as_req, assert_preauth_required, expect_close, frame, recv, user_of
+    from test_proxy import wait_for_log
+    proxy = start_proxy(tls_proxy_args(pki, realm))
+
+    async def go():
+        # Carried: acknowledged, answered first, and the connection goes on.
+        async with _carrying(proxy, pki, frame(as_req(user_of(realm), realm.name))) as ws:
+            assert ws.response.headers["Krb5-Wss-Request"] == "accepted"
+            assert_preauth_required(await recv(ws))
+            await ws.send(frame(as_req(user_of(realm), realm.name, nonce=7)))
+            assert_preauth_required(await recv(ws))
+        # A carried record that is not a Kerberos request: refused like a
+        # message would be (4400), never forwarded.
+        async with _carrying(proxy, pki, frame(b"\x30\x03\x02\x01\x05")) as ws:
+            await expect_close(ws, 4400)
+        # A request for a realm the proxy does not serve: 4403.
+        async with _carrying(proxy, pki, frame(as_req("u", "ELSEWHERE.ORG"))) as ws:
+            await expect_close(ws, 4403)
+        # A header that is not base64, or too long: HTTP 400, no upgrade.
+        for bad in ["not base64!", "QUFB" * 1025]:
+            try:
+                async with _carrying(proxy, pki, None, bad):
+                    raise AssertionError(f"upgraded with {bad[:20]!r}")
+            except websockets.InvalidStatus as e:
+                assert e.response.status_code == 400, e
+
+    asyncio.run(go())
+    wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ service=kdc transport=websocket close=4400 ")
+    wait_for_log(proxy, r"refused client=127\.0\.0\.1:\d+ service=kdc transport=websocket close=4403 ")
