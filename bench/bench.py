@@ -1165,6 +1165,7 @@ class Bench:
             delays = {
                 "kdc": Delay(("127.0.0.1", self.kdc_port), one_way, udp=True),
                 "proxy": Delay(("127.0.0.1", self.proxy_port), one_way),
+                "proxy-udp": Delay(("127.0.0.1", self.proxy_udp_port), one_way),
                 "gunicorn": Delay(("127.0.0.1", self.kkdcp_port), one_way),
             }
             relay = None
@@ -1186,6 +1187,10 @@ class Bench:
                     "wss": Client(f"l{rtt}-wss", self.work, write_krb5_conf(
                         confs / f"wss{rtt}.conf", [f"wss://localhost:{delays['proxy'].port}/kdc"],
                         anchors), self.plugin_dir),
+                    "wss-udp": Client(f"l{rtt}-wss-udp", self.work, write_krb5_conf(
+                        confs / f"wssu{rtt}.conf",
+                        [f"wss://localhost:{delays['proxy-udp'].port}/kdc"], anchors),
+                        self.plugin_dir),
                     "relay": Client(f"l{rtt}-relay", self.work, write_krb5_conf(
                         confs / f"relay{rtt}.conf", [f"127.0.0.1:{relay_port}"],
                         libdefaults={"udp_preference_limit": "1"}), self.empty_dir),
@@ -1478,7 +1483,8 @@ class Bench:
 
 L_LABELS = {
     "udp": "direct UDP (libkrb5's default)", "tcp": "direct TCP",
-    "wss": "krb5-wss (plugin)", "relay": "krb5-wss-relay (no plugin)",
+    "wss": "krb5-wss (plugin)", "wss-udp": "krb5-wss, proxy → KDC by UDP",
+    "relay": "krb5-wss-relay (no plugin)",
     "kkdcp": "MIT KKDCP + kdcproxy", "kkdcp-wss": "MIT KKDCP + krb5-wss-proxy",
 }
 
@@ -1495,7 +1501,8 @@ def plot_latency(res: dict, png: Path) -> Path:
     rtts = sorted(res, key=float)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     styles = {"udp": ("tab:gray", "o", ":"), "tcp": ("black", "o", "-"),
-              "wss": ("tab:blue", "s", "-"), "relay": ("tab:cyan", "^", "--"),
+              "wss": ("tab:blue", "s", "-"), "wss-udp": ("tab:purple", "x", ":"),
+              "relay": ("tab:cyan", "^", "--"),
               "kkdcp": ("tab:red", "D", "-"), "kkdcp-wss": ("tab:orange", "v", "--")}
     for name, label in L_LABELS.items():
         if not all(name in res[r] for r in rtts):
