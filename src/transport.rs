@@ -415,15 +415,6 @@ impl WssConnection {
         self.carried_first
     }
 
-    /// The stream under the WebSocket, whatever the handshake's stage.
-    fn stream_mut(&mut self) -> Option<&mut Stream> {
-        match &mut self.ws {
-            Ws::NotUpgraded(s) => Some(s),
-            Ws::Open(ws) => Some(ws.get_mut()),
-            Ws::Gone => None,
-        }
-    }
-
     /// Runs the WebSocket upgrade, by `deadline`, with `first` (a record)
     /// carried in it when given and small enough; true when the server
     /// took it (its reply is then the first record it sends).
@@ -537,12 +528,6 @@ impl WssConnection {
         let fail = |error, stale| ExchangeFailure { error, stale };
         let record = framing::try_encode(request)
             .map_err(|e| fail(TransportError::Protocol(e.to_string()), false))?;
-        // Every read and write below (the upgrade when it is still to be
-        // done, the request, pongs, the reply in any number of frames and
-        // pieces) runs under this one deadline.
-        if let Some(s) = self.stream_mut() {
-            s.inner_mut().set_deadline(Some(deadline));
-        }
         // A new connection: the request rides in the upgrade, whose
         // response must come by the connect deadline as well (the connect
         // timeout bounds TCP + TLS + upgrade, wherever the upgrade runs).
@@ -555,13 +540,8 @@ impl WssConnection {
                 } else {
                     (deadline, timeout)
                 };
-                let carried = self
-                    .upgrade(Some(&record), by, bound)
-                    .map_err(|e| fail(e, false))?;
-                if let Some(s) = self.stream_mut() {
-                    s.inner_mut().set_deadline(Some(deadline));
-                }
-                carried
+                self.upgrade(Some(&record), by, bound)
+                    .map_err(|e| fail(e, false))?
             }
             _ => false,
         };
@@ -574,6 +554,9 @@ impl WssConnection {
                 false,
             ));
         };
+        // Every read and write below (the request, pongs, the reply in any
+        // number of frames and pieces) runs under this one deadline.
+        ws.get_mut().inner_mut().set_deadline(Some(deadline));
         if !carried {
             if let Err(e) = ws.send(Message::Binary(record.into())) {
                 // A write that fails on a connection the server already
@@ -713,5 +696,90 @@ impl WssConnection {
             let _ = ws.close(None);
             let _ = ws.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc::Receiver;
+
+    /// A ws:// server for one connection: it records whether the upgrade
+    /// carried a request (and acknowledges it when `ack`), then echoes
+    /// every record it gets, the carried one first.
+    #[allow(clippy::result_large_err)] // tungstenite's callback type
+    fn server(ack: bool) -> (WssUrl, Receiver<bool>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = WssUrl::parse(
+            &format!("ws://127.0.0.1:{}/kdc", l.local_addr().unwrap().port()),
+            "/kdc",
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (sock, _) = l.accept().unwrap();
+            let mut carried = None;
+            let callback =
+                |req: &tungstenite::handshake::server::Request,
+                 mut resp: tungstenite::handshake::server::Response| {
+                    carried = req
+                        .headers()
+                        .get(upgrade_request::HEADER)
+                        .map(|v| upgrade_request::decode(v.as_bytes()).unwrap());
+                    if ack && carried.is_some() {
+                        resp.headers_mut().insert(
+                            upgrade_request::HEADER,
+                            HeaderValue::from_static(upgrade_request::ACCEPTED),
+                        );
+                    }
+                    resp.headers_mut()
+                        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+                    Ok(resp)
+                };
+            let mut ws = tungstenite::accept_hdr(sock, callback).unwrap();
+            tx.send(carried.is_some()).unwrap();
+            if let (true, Some(record)) = (ack, carried) {
+                ws.send(Message::Binary(record.into())).unwrap();
+            }
+            while let Ok(Message::Binary(m)) = ws.read() {
+                ws.send(Message::Binary(m)).unwrap();
+            }
+        });
+        (url, rx)
+    }
+
+    fn connect(url: &WssUrl) -> WssConnection {
+        let tls = crate::tls::client_config(&[], None).unwrap();
+        WssConnection::connect(url, &tls, Duration::from_secs(5), None).unwrap()
+    }
+
+    #[test]
+    fn the_first_request_rides_in_the_upgrade_when_the_server_takes_it() {
+        for ack in [true, false] {
+            let (url, carried) = server(ack);
+            let mut conn = connect(&url);
+            let reply = conn.exchange(b"first", Duration::from_secs(5)).unwrap();
+            assert_eq!(reply, b"first", "ack={ack}");
+            assert!(
+                carried.recv().unwrap(),
+                "the upgrade carried it (ack={ack})"
+            );
+            assert_eq!(conn.carried_first(), ack);
+            let reply = conn.exchange(b"second", Duration::from_secs(5)).unwrap();
+            assert_eq!(reply, b"second", "ack={ack}");
+        }
+    }
+
+    #[test]
+    fn a_connection_not_used_at_once_is_upgraded_by_the_liveness_check() {
+        let (url, carried) = server(true);
+        let mut conn = connect(&url);
+        std::thread::sleep(RECHECK_AFTER * 2);
+        assert!(conn.is_alive(Duration::from_secs(60)));
+        assert!(!carried.recv().unwrap(), "upgraded without a request");
+        assert!(!conn.carried_first());
+        let reply = conn.exchange(b"late", Duration::from_secs(5)).unwrap();
+        assert_eq!(reply, b"late");
     }
 }
