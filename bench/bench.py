@@ -46,11 +46,11 @@ REALM = "KRBTEST.COM"
 N_SERVICES = 50
 GUNICORN_WORKERS = 2  # the machine's cores; the proxy's runtime uses as many
 
-PATHS = ["direct", "wss", "wss-udp", "relay", "kkdcp", "websockify"]
+PATHS = ["direct", "wss", "wss-tcp", "relay", "kkdcp", "websockify"]
 PATH_LABEL = {
     "direct": "direct TCP (floor)",
     "wss": "krb5-wss (plugin+proxy)",
-    "wss-udp": "krb5-wss, proxy asks KDC by UDP",
+    "wss-tcp": "krb5-wss, proxy asks KDC by TCP",
     "relay": "krb5-wss-relay+proxy, no plugin",
     "kkdcp": "KKDCP (MIT https+kdcproxy)",
     "websockify": "websockify + plugin",
@@ -440,10 +440,11 @@ class Bench:
                                                        *ab_limits)
         self.proxy_default, self.proxy_default_port = self.start_proxy(
             "proxy-defaults", f"127.0.0.1:{self.kdc_port}")
-        # The same proxy asking the KDC over UDP first (TCP on
-        # KRB_ERR_RESPONSE_TOO_BIG), as libkrb5 itself does by default.
-        self.proxy_udp, self.proxy_udp_port = self.start_proxy(
-            "proxy-udp", f"127.0.0.1:{self.kdc_port}", *ab_limits, "--udp", REALM)
+        # The proxy asks the KDC over UDP first (TCP on
+        # KRB_ERR_RESPONSE_TOO_BIG), as libkrb5 itself does by default; the
+        # same proxy asking over TCP only, beside it.
+        self.proxy_tcp, self.proxy_tcp_port = self.start_proxy(
+            "proxy-tcp", f"127.0.0.1:{self.kdc_port}", *ab_limits, *self.tcp_only())
         # kdcproxy under gunicorn with TLS
         conf = self.work / "kdcproxy.conf"
         conf.write_text(f"[global]\nuse_dns = false\n\n[{REALM}]\n"
@@ -484,8 +485,8 @@ class Bench:
             "wss": Client("wss", self.work, write_krb5_conf(
                 confs / "wss.conf", [f"wss://localhost:{self.proxy_port}/kdc"], anchors),
                 self.plugin_dir),
-            "wss-udp": Client("wss-udp", self.work, write_krb5_conf(
-                confs / "wss-udp.conf", [f"wss://localhost:{self.proxy_udp_port}/kdc"], anchors),
+            "wss-tcp": Client("wss-tcp", self.work, write_krb5_conf(
+                confs / "wss-tcp.conf", [f"wss://localhost:{self.proxy_tcp_port}/kdc"], anchors),
                 self.plugin_dir),
             # TCP, as the direct path, so that the ratio is the relay's and
             # the proxy's cost alone.
@@ -544,6 +545,11 @@ class Bench:
             self._proxy_help = subprocess.run([str(PROXY_BIN), "--help"], capture_output=True,
                                               text=True).stdout
         return flag in self._proxy_help
+
+    def tcp_only(self) -> list[str]:
+        """The flag keeping the proxy on TCP to the KDC (an older proxy,
+        whose default that was, has none)."""
+        return ["--tcp-only", REALM] if self.proxy_supports("--tcp-only") else []
 
     def bench_limits(self) -> list[str]:
         """Limits raised for the capacity and memory runs (C, D), which use
@@ -677,6 +683,10 @@ class Bench:
         resp_port = read_listen_line(resp, "responder")
         canned, canned_port = self.start_proxy("proxy-canned", f"127.0.0.1:{resp_port}",
                                                *self.bench_limits())
+        # The same, asking the responder over TCP only (a connection per
+        # exchange, as before UDP was the default).
+        canned_tcp, canned_tcp_port = self.start_proxy(
+            "proxy-canned-tcp", f"127.0.0.1:{resp_port}", *self.bench_limits(), *self.tcp_only())
         # The same, with the control point on: every request judged by a
         # realm policy of four lists, audit lines in JSON with principals.
         control = None
@@ -709,6 +719,9 @@ class Bench:
              [1, 16], {"kdc": kdc, "websockify": self.websockify.pid}),
             ("canned", "krb5-wss proxy -> canned", "wss", f"wss://localhost:{canned_port}/kdc",
              wide, {"proxy": canned.pid, "responder": resp.pid}),
+            ("canned-tcp", "  same, proxy -> canned by TCP", "wss",
+             f"wss://localhost:{canned_tcp_port}/kdc", wide,
+             {"proxy": canned_tcp.pid, "responder": resp.pid}),
         ]
         if control is not None:
             rows.append(("control", "  same, policy + JSON audit", "wss",
@@ -763,15 +776,24 @@ class Bench:
         # nothing else is counted) beside the MIT KDC's own (direct TCP), per
         # client count: CPU time is robust to other load on the machine.
         per_ex = {}
+
+        def med(key: str, n: int, who: str) -> float:
+            xs = [r["server_cpu_us_per_exchange"][who] for r in cells[key].get(n, [])]
+            return median([x for x in xs if x])
+
         for n in wide:
-            px = [r["server_cpu_us_per_exchange"]["proxy"] for r in cells["canned"][n]]
-            kd = [r["server_cpu_us_per_exchange"]["kdc"] for r in cells["kdc"].get(n, [])]
-            per_ex[n] = {"proxy_us": median([x for x in px if x]),
-                         "kdc_us": median([x for x in kd if x])}
-        self.say("  CPU per exchange, the proxy's own (-> canned) against the MIT KDC's own (direct): "
-                 + ", ".join(f"{n} clients {v['proxy_us']:.0f} vs {v['kdc_us']:.0f} us"
+            per_ex[n] = {"proxy_us": med("canned", n, "proxy"),
+                         "proxy_tcp_us": med("canned-tcp", n, "proxy"),
+                         "kdc_us": med("kdc", n, "kdc"),
+                         # The KDC's own when the proxy asks it (by UDP, the default).
+                         "kdc_via_proxy_us": med("wss", n, "kdc")}
+        self.say("  CPU per exchange, the proxy's own (-> canned; by TCP only) against the MIT "
+                 "KDC's own (direct TCP; asked by the proxy): "
+                 + ", ".join(f"{n} clients {v['proxy_us']:.0f} ({v['proxy_tcp_us']:.0f}) vs "
+                             f"{v['kdc_us']:.0f} ({v['kdc_via_proxy_us']:.0f}) us"
                              if v["kdc_us"] == v["kdc_us"] else
-                             f"{n} clients {v['proxy_us']:.0f} us (KDC not run)"
+                             f"{n} clients {v['proxy_us']:.0f} ({v['proxy_tcp_us']:.0f}) us "
+                             "(KDC not run)"
                              for n, v in per_ex.items()))
         self.say("  err: exchanges failed; stall: clients still inside one exchange 5 s after the "
                  "window (a SYN retransmitted after a listen backlog overflowed)")
@@ -1165,7 +1187,7 @@ class Bench:
             delays = {
                 "kdc": Delay(("127.0.0.1", self.kdc_port), one_way, udp=True),
                 "proxy": Delay(("127.0.0.1", self.proxy_port), one_way),
-                "proxy-udp": Delay(("127.0.0.1", self.proxy_udp_port), one_way),
+                "proxy-tcp": Delay(("127.0.0.1", self.proxy_tcp_port), one_way),
                 "gunicorn": Delay(("127.0.0.1", self.kkdcp_port), one_way),
             }
             relay = None
@@ -1187,8 +1209,8 @@ class Bench:
                     "wss": Client(f"l{rtt}-wss", self.work, write_krb5_conf(
                         confs / f"wss{rtt}.conf", [f"wss://localhost:{delays['proxy'].port}/kdc"],
                         anchors), self.plugin_dir),
-                    "wss-udp": Client(f"l{rtt}-wss-udp", self.work, write_krb5_conf(
-                        confs / f"wssu{rtt}.conf",
+                    "wss-tcp": Client(f"l{rtt}-wss-tcp", self.work, write_krb5_conf(
+                        confs / f"wsst{rtt}.conf",
                         [f"wss://localhost:{delays['proxy-udp'].port}/kdc"], anchors),
                         self.plugin_dir),
                     "relay": Client(f"l{rtt}-relay", self.work, write_krb5_conf(
@@ -1483,7 +1505,7 @@ class Bench:
 
 L_LABELS = {
     "udp": "direct UDP (libkrb5's default)", "tcp": "direct TCP",
-    "wss": "krb5-wss (plugin)", "wss-udp": "krb5-wss, proxy → KDC by UDP",
+    "wss": "krb5-wss (plugin)", "wss-tcp": "krb5-wss, proxy → KDC by TCP",
     "relay": "krb5-wss-relay (no plugin)",
     "kkdcp": "MIT KKDCP + kdcproxy", "kkdcp-wss": "MIT KKDCP + krb5-wss-proxy",
 }
@@ -1501,7 +1523,7 @@ def plot_latency(res: dict, png: Path) -> Path:
     rtts = sorted(res, key=float)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     styles = {"udp": ("tab:gray", "o", ":"), "tcp": ("black", "o", "-"),
-              "wss": ("tab:blue", "s", "-"), "wss-udp": ("tab:purple", "x", ":"),
+              "wss": ("tab:blue", "s", "-"), "wss-tcp": ("tab:purple", "x", ":"),
               "relay": ("tab:cyan", "^", "--"),
               "kkdcp": ("tab:red", "D", "-"), "kkdcp-wss": ("tab:orange", "v", "--")}
     for name, label in L_LABELS.items():

@@ -103,3 +103,56 @@ class LateKdc(_Server):
             conn.sendall(self.reply)
         except OSError:
             pass
+
+
+class TcpOnlyKdc(_Server):
+    """A KDC reachable over TCP only: each TCP connection is passed to the
+    real KDC at `upstream` (one framed request, one reply), while a UDP
+    socket on the same port takes datagrams and never answers, as a
+    firewall that drops UDP would. `datagrams` counts what UDP received."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        super().__init__()
+        self.upstream = upstream
+        self.datagrams = 0
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.udp.settimeout(0.2)
+        self._udp_thread = threading.Thread(target=self._swallow, daemon=True)
+
+    def __enter__(self):
+        self._udp_thread.start()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self._udp_thread.join(5)
+        self.udp.close()
+
+    def _swallow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.udp.recv(65536)
+                self.datagrams += 1
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with socket.create_connection(self.upstream, timeout=5) as kdc:
+            header = _recv_exactly(conn, 4)
+            kdc.sendall(header + _recv_exactly(conn, int.from_bytes(header, "big")))
+            reply_header = _recv_exactly(kdc, 4)
+            conn.sendall(reply_header + _recv_exactly(kdc, int.from_bytes(reply_header, "big")))
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = conn.recv(n - len(got))
+        if not chunk:
+            raise OSError("closed early")
+        got += chunk
+    return got

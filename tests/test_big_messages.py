@@ -6,8 +6,10 @@ client makes requests that large: with `noaddresses = false` and a few
 thousand `extra_addresses`, the AS-REQ lists them, the TGT carries them,
 and the TGS-REQ (the TGT inside, the list again) passes 128 KiB. The
 proxy's default record limit (256 KiB) carries it, over /kdc (the plugin)
-and over MS-KKDCP (MIT's https client), and the KDC's UDP answer
-KRB_ERR_RESPONSE_TOO_BIG makes the proxy retry over TCP.
+and over MS-KKDCP (MIT's https client). Requests that large go to the KDC
+over TCP at once (over 1,465 bytes, as libkrb5 decides); a small request
+whose reply does not fit the KDC's UDP answer gets KRB_ERR_RESPONSE_TOO_BIG
+and the proxy asks again over TCP.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def sizes(log: str, kind: str) -> list[int]:
     return [int(n) for n in re.findall(rf"{kind} exchange over wss://\S+ \([^)]*\): sent (\d+) bytes", log)]
 
 
-def test_a_190_kb_tgs_req_over_wss_with_udp_first_to_the_kdc(start_proxy, pki, realm, plugin_dir, tmp_path):
-    proxy = start_proxy(tls_proxy_args(pki, realm, "--udp", realm.name))
+def test_a_190_kb_tgs_req_over_wss_goes_to_the_kdc_by_tcp(start_proxy, pki, realm, plugin_dir, tmp_path):
+    proxy = start_proxy(tls_proxy_args(pki, realm))
     client = wss_client(realm, proxy.port, pki, plugin_dir, tmp_path / "c")
     from pathlib import Path
     with_addresses(Path(client.env["KRB5_CONFIG"]))
@@ -48,10 +50,40 @@ def test_a_190_kb_tgs_req_over_wss_with_udp_first_to_the_kdc(start_proxy, pki, r
     tgs = max(sizes(r2.stderr, "TGS-REQ"))
     assert 131_072 < tgs < 256 * 1024, tgs
     log = proxy.log()
-    # The AS-REP did not fit the KDC's UDP answer: KRB_ERR_RESPONSE_TOO_BIG,
-    # then TCP to the same KDC.
-    assert "udp: response too big, trying tcp" in log, log
+    # Every request is over the UDP preference limit: TCP at once, no
+    # datagram tried first.
     assert re.search(r"type=TGS-REQ .*kdc_transport=tcp result=ok", log), log
+    assert len(re.findall(r"type=AS-REQ .*kdc_transport=tcp result=ok", log)) == 2, log
+    assert "kdc_transport=udp" not in log and "udp:" not in log, log
+
+
+def test_a_reply_too_big_for_the_kdcs_udp_answer_is_asked_again_over_tcp(start_proxy, pki, tmp_path):
+    # A KDC whose UDP answers are at most 200 bytes: its 231-byte
+    # PREAUTH_REQUIRED error becomes KRB_ERR_RESPONSE_TOO_BIG over UDP.
+    from k5test import K5Realm
+    from conftest import free_ports
+    from test_proxy import as_req, assert_preauth_required, frame, recv, ws_connect
+    from test_proxy import run as run_async
+    portbase = free_ports(6)
+    k5 = K5Realm(realm="SMALLUDP.COM", portbase=portbase, start_kadmind=False, get_creds=False,
+                 kdc_conf={"kdcdefaults": {"kdc_max_dgram_reply_size": "200"}})
+    try:
+        k5.run_kadminl(["modprinc", "+requires_preauth", k5.user_princ])
+        proxy = start_proxy(["--listen", "127.0.0.1:0", "--cert", str(pki.server_cert),
+                             "--key", str(pki.server_key),
+                             "--realm", f"SMALLUDP.COM=127.0.0.1:{portbase}"])
+
+        async def go():
+            async with ws_connect(proxy, pki) as ws:
+                await ws.send(frame(as_req(k5.user_princ.split("@")[0], "SMALLUDP.COM")))
+                assert_preauth_required(await recv(ws))
+
+        run_async(go())
+        log = proxy.log()
+        assert "udp: response too big, trying tcp" in log, log
+        assert re.search(r"type=AS-REQ .*kdc_transport=tcp result=ok reply=KRB-ERROR", log), log
+    finally:
+        k5.stop()
 
 
 def test_a_190_kb_tgs_req_over_kkdcp(proxy, pki, realm, tmp_path):

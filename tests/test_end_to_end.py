@@ -220,7 +220,11 @@ def test_websockify_byte_pipe_is_a_valid_server(realm, pki, plugin_dir, tmp_path
         r = client.kinit()
         assert r.returncode == 0, r.output
         assert "carried in the upgrade" not in r.stderr, r.stderr
-        assert re.search(r"AS-REQ exchange over wss://\S+ \(new connection", r.stderr), r.stderr
+        # The first exchange on the warmed connection: normally its upgrade
+        # (new connection); on a loaded machine, when libkrb5 came later than
+        # 20 ms, the liveness check upgraded it first (exchange #1).
+        assert re.search(r"AS-REQ exchange over wss://\S+ \((new connection|pooled connection, "
+                         r"exchange #1\))", r.stderr), r.stderr
         r = client.run(["kvno", realm.host_princ])
         assert r.returncode == 0, r.output
     finally:

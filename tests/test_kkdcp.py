@@ -129,7 +129,7 @@ def test_post_round_trip_and_log_line(proxy, pki, realm):
     assert parse_proxy_message(body)[0] == 0x7E
     wait_for_log(proxy, r"exchange client=127\.0\.0\.1:\d+ service=kdc transport=kkdcp "
                         rf"realm={re.escape(realm.name)} type=AS-REQ cname=\S+ sname=\S+ kdc=\S+ "
-                        r"kdc_transport=tcp result=ok reply=KRB-ERROR .*reply_bytes=\d+ elapsed_us=\d+$")
+                        r"kdc_transport=udp result=ok reply=KRB-ERROR .*reply_bytes=\d+ elapsed_us=\d+$")
 
 
 def test_kpasswd_message_goes_to_the_kpasswd_server(proxy, pki, realm):

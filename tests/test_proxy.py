@@ -192,7 +192,7 @@ def closed_port() -> int:
 
 EXCHANGE_LINE = (
     r"exchange client=127\.0\.0\.1:\d+ service=kdc transport=websocket realm={realm} "
-    r"type=AS-REQ cname=\S+@{realm} sname=krbtgt/{realm} kdc=127\.0\.0\.1:{port} kdc_transport=tcp "
+    r"type=AS-REQ cname=\S+@{realm} sname=krbtgt/{realm} kdc=127\.0\.0\.1:{port} kdc_transport=udp "
     r"result=ok reply=KRB-ERROR krb_error=KDC_ERR_PREAUTH_REQUIRED krb_error_code=25 "
     r"(?:e_text=.* )?reply_bytes=(\d+) elapsed_us=\d+$"
 )
@@ -285,7 +285,7 @@ def test_second_kdc_is_tried_in_order(start_proxy, pki, realm):
         "--realm", f"{realm.name}={realm.kdc_addr}",
     ])
     run(served(proxy, pki, realm))
-    wait_for_log(proxy, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=tcp result=ok")
+    wait_for_log(proxy, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=udp result=ok")
 
 
 # ---------------------------------------------------------------------------

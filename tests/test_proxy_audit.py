@@ -102,7 +102,7 @@ def test_kinit_audit_lines_name_the_error_and_the_client(start_proxy, pki, realm
     # First the KDC asks for pre-authentication, by name ...
     wait_for_log(proxy, rf"exchange client=127\.0\.0\.1:\d+ service=kdc transport=websocket "
                         rf"realm={name} type=AS-REQ cname={user} sname=krbtgt/{name} "
-                        rf"kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=tcp result=ok "
+                        rf"kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=udp result=ok "
                         r"reply=KRB-ERROR krb_error=KDC_ERR_PREAUTH_REQUIRED krb_error_code=25 "
                         r"(?:e_text=.* )?reply_bytes=\d+ elapsed_us=\d+$")
     # ... then answers with an AS-REP whose cname is the client's.
@@ -154,7 +154,7 @@ def test_json_log_format(start_proxy, pki, realm, plugin_dir, tmp_path):
     assert rep["cname"] == realm.user
     assert rep["sname"] == f"krbtgt/{realm.name}"
     assert rep["reply_cname"] == realm.user
-    assert rep["kdc"] == realm.kdc_addr and rep["kdc_transport"] == "tcp"
+    assert rep["kdc"] == realm.kdc_addr and rep["kdc_transport"] == "udp"
     assert rep["result"] == "ok"
     assert isinstance(rep["elapsed_us"], int) and isinstance(rep["reply_bytes"], int)
     failed = next(e for e in exchanges if e.get("krb_error") == "KDC_ERR_PREAUTH_FAILED")

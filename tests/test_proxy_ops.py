@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from conftest import PROXY_BIN, _make_leaf, tls_proxy_args
-from standins import LateKdc
+from standins import LateKdc, TcpOnlyKdc
 from test_proxy import (
     as_req,
     assert_preauth_required,
@@ -231,16 +231,50 @@ def test_check_config(pki, realm, tmp_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_udp_to_the_kdc(start_proxy, pki, realm):
-    proxy = start_proxy(tls_proxy_args(pki, realm, "--udp", realm.name))
-
-    async def go():
+def test_udp_first_is_the_default_and_tcp_only_turns_it_off(start_proxy, pki, realm):
+    """As libkrb5 does by default: a small KDC request goes over UDP;
+    `--tcp-only REALM` keeps the realm on TCP."""
+    async def ask(proxy):
         async with ws_connect(proxy, pki) as ws:
             await ws.send(frame(as_req(user_of(realm), realm.name)))
             assert_preauth_required(await recv(ws))
 
-    run(go())
-    wait_for_log(proxy, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=udp result=ok")
+    default = start_proxy(tls_proxy_args(pki, realm))
+    run(ask(default))
+    wait_for_log(default, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=udp result=ok")
+    tcp = start_proxy(tls_proxy_args(pki, realm, "--tcp-only", realm.name))
+    run(ask(tcp))
+    wait_for_log(tcp, rf"exchange .* kdc=127\.0\.0\.1:{realm.portbase} kdc_transport=tcp result=ok")
+
+
+def test_a_kdc_that_drops_udp_costs_the_udp_timeout_once(start_proxy, pki, realm):
+    """A firewall drops UDP to the KDC: the first exchange waits
+    udp_timeout and goes on over TCP; later ones go to TCP at once, on
+    the same connection and on a new one, and UDP is not tried again."""
+    with TcpOnlyKdc(("127.0.0.1", realm.portbase)) as kdc:
+        proxy = start_proxy(["--listen", "127.0.0.1:0", "--cert", str(pki.server_cert),
+                             "--key", str(pki.server_key), "--realm", f"{realm.name}={kdc.addr}",
+                             "--udp-timeout", "600ms"])
+
+        async def go(n):
+            times = []
+            async with ws_connect(proxy, pki) as ws:
+                for _ in range(n):
+                    start = time.monotonic()
+                    await ws.send(frame(as_req(user_of(realm), realm.name)))
+                    assert_preauth_required(await recv(ws))
+                    times.append(time.monotonic() - start)
+            return times
+
+        first = run(go(3))
+        again = run(go(2))
+        assert first[0] >= 0.6, first
+        assert max(first[1:] + again) < 0.6, (first, again)
+        assert kdc.datagrams == 1
+        assert kdc.accepted == 5
+        log = proxy.log()
+        assert len(re.findall(r"kdc_transport=tcp result=ok", log)) == 5, log
+        assert "kdc_transport=udp" not in log, log
 
 
 def test_systemd_unit_verifies(tmp_path):

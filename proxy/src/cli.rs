@@ -63,10 +63,15 @@ pub struct Args {
     #[arg(long = "kpasswd", value_name = "REALM=HOST[:PORT]", value_parser = parse_kpasswd)]
     pub kpasswd: Vec<(String, ServerAddr)>,
 
-    /// Try the KDCs of REALM over UDP first (then TCP); repeatable.
-    /// [default: TCP only]
+    /// Try the KDCs of REALM over UDP first (then TCP); repeatable. This
+    /// is the default; the flag overrides a file's `udp = false`.
     #[arg(long, value_name = "REALM")]
     pub udp: Vec<String>,
+
+    /// Ask the KDCs of REALM over TCP only; repeatable.
+    /// [default: UDP first, then TCP]
+    #[arg(long, value_name = "REALM", conflicts_with = "udp")]
+    pub tcp_only: Vec<String>,
 
     /// The settings given as flags.
     #[command(flatten)]

@@ -31,14 +31,16 @@ use std::time::Duration;
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
 /// The upstream servers of one realm.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealmServers {
     /// KDCs, tried in order, for `/kdc`.
     pub kdc: Vec<ServerAddr>,
     /// kpasswd servers, tried in order, for `/kpasswd`.
     pub kpasswd: Vec<ServerAddr>,
-    /// Try each KDC over UDP first (TCP after no UDP answer, or after
-    /// KRB_ERR_RESPONSE_TOO_BIG). kpasswd always uses TCP.
+    /// Try each KDC over UDP first, as libkrb5 does (requests up to
+    /// [`crate::udp::UDP_PREFERENCE_LIMIT`] bytes; TCP after no UDP
+    /// answer, or after KRB_ERR_RESPONSE_TOO_BIG). On by default; kpasswd
+    /// always uses TCP.
     pub udp: bool,
     /// Which client and service principals may be asked for.
     pub policy: Policy,
@@ -56,6 +58,19 @@ pub struct Discover {
     pub kdc: bool,
     /// `kpasswd = "dns"`.
     pub kpasswd: bool,
+}
+
+impl Default for RealmServers {
+    fn default() -> Self {
+        RealmServers {
+            kdc: Vec::new(),
+            kpasswd: Vec::new(),
+            udp: true,
+            policy: Policy::default(),
+            dns: Discover::default(),
+            client_subjects: Vec::new(),
+        }
+    }
 }
 
 impl RealmServers {
@@ -196,7 +211,7 @@ struct RealmSection {
     kdc: ServerList,
     #[serde(default)]
     kpasswd: ServerList,
-    #[serde(default)]
+    #[serde(default = "udp_default")]
     udp: bool,
     #[serde(default)]
     allow_clients: Vec<String>,
@@ -443,6 +458,12 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
             .ok_or_else(|| format!("--udp {name}: no such realm configured"))?
             .udp = true;
     }
+    for name in &args.tcp_only {
+        realms
+            .get_mut(name)
+            .ok_or_else(|| format!("--tcp-only {name}: no such realm configured"))?
+            .udp = false;
+    }
     if realms.is_empty() {
         return Err("no realm configured: give --realm REALM=HOST[:PORT] \
                     (or a [realms.\"REALM\"] section)"
@@ -556,6 +577,11 @@ fn check_realm_discovery(name: &str, r: &RealmServers) -> Result<(), String> {
 
 /// Groups command-line `(realm, server)` pairs by realm, keeping their
 /// order, and makes each named realm's list exactly those servers.
+/// A realm asks its KDCs over UDP first unless it says `udp = false`.
+fn udp_default() -> bool {
+    true
+}
+
 fn replace_lists(
     realms: &mut BTreeMap<String, RealmServers>,
     pairs: Vec<(String, ServerAddr)>,
@@ -692,7 +718,7 @@ mod tests {
         assert_eq!(l.udp_timeout, Duration::from_millis(300));
         assert_eq!(l.shutdown_timeout, Duration::from_secs(4));
         assert!(c.realms["EXAMPLE.COM"].udp);
-        assert!(!c.realms["OTHER.ORG"].udp);
+        assert!(c.realms["OTHER.ORG"].udp, "UDP first is the default");
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.kkdcp_path.as_deref(), Some("/kerberos"));
         assert_eq!(c.allowed_origins, ["https://app.example.com"]);
@@ -753,6 +779,10 @@ mod tests {
         assert!(c.realms["A"].udp);
         assert_eq!(c.allowed_origins, ["*"]);
         assert!(with(&["--udp", "B"]).unwrap_err().contains("--udp B"));
+        assert!(!with(&["--tcp-only", "A"]).unwrap().realms["A"].udp);
+        assert!(with(&["--tcp-only", "B"])
+            .unwrap_err()
+            .contains("--tcp-only B"));
         for bad in ["kdcproxy", "/kdc", "/a b", "/a?b"] {
             let err = with(&["--kkdcp-path", bad]).unwrap_err();
             assert!(err.contains("kkdcp"), "{bad}: {err}");
@@ -1126,8 +1156,8 @@ mod tests {
         let c = from(
             &base,
             "[realms.\"A.ORG\"]\nkdc = \"dns\"\nkpasswd = \"dns\"\n\
-             [realms.\"*.B.ORG\"]\nkdc = \"dns\"\n\
-             [realms.\"*.C.B.ORG\"]\nkdc = \"dns\"\nudp = true\n\
+             [realms.\"*.B.ORG\"]\nkdc = \"dns\"\nudp = false\n\
+             [realms.\"*.C.B.ORG\"]\nkdc = \"dns\"\n\
              [realms.\"X.B.ORG\"]\nkdc = [\"k\"]\n",
         )
         .unwrap();
@@ -1140,6 +1170,7 @@ mod tests {
         assert!(c.realm("D.C.B.ORG").unwrap().udp);
         assert!(c.realm("C.B.ORG").unwrap().udp);
         assert!(!c.realm("Q.B.ORG").unwrap().udp);
+        assert!(c.realm("X.B.ORG").unwrap().udp, "the default");
         for no in [
             "b.org",
             "EVILB.ORG",

@@ -281,7 +281,7 @@ pub async fn run(
         )
         .with_request(checked));
     };
-    let udp = realm.udp && service == Service::Kdc;
+    let udp = (realm.udp && service == Service::Kdc).then_some(&shared.udp);
     let start = Instant::now();
     let result = match servers(shared, config, realm, service, &checked.realm).await {
         Ok(servers) => upstream::forward(&servers, record, limits, udp).await,

@@ -17,7 +17,8 @@ use crate::admission::OVERLOAD_GRACE;
 use crate::limits::Limits;
 use rlimit::Resource;
 
-/// Descriptors kept for the proxy's own use.
+/// Descriptors kept for the proxy's own use: listeners, the log, the
+/// runtime, and up to [`crate::udp::MAX_IDLE`] idle UDP sockets to the KDCs.
 pub const OWN: u64 = 64;
 /// Fewest client connections worth starting with.
 pub const MIN_CONNECTIONS: u64 = 16;

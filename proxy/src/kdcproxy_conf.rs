@@ -109,6 +109,10 @@ struct Servers {
     kdc: Vec<String>,
     kpasswd: Vec<String>,
     udp: bool,
+    /// KDC URLs that allow UDP (`kerberos://`, `+udp`, a bare address).
+    kdc_udp_allowed: usize,
+    /// `kerberos+tcp://` URLs.
+    kdc_tcp_only: usize,
 }
 
 /// Turns kdcproxy URLs (or krb5.conf `host[:port]` values, `mit`) into
@@ -153,9 +157,12 @@ fn add_urls(
             }
         };
         match transport.as_deref() {
+            None if !kpasswd => out.kdc_udp_allowed += 1,
+            Some("tcp") if !kpasswd => out.kdc_tcp_only += 1,
             None | Some("tcp") => {}
             Some("udp") if !kpasswd => {
                 out.udp = true;
+                out.kdc_udp_allowed += 1;
                 notes.push(format!(
                     "realm {realm}: {url:?} is UDP only in kdcproxy; here the realm has udp = true \
                      (UDP first, then TCP)"
@@ -349,6 +356,9 @@ pub fn convert(path: &Path, krb5_conf: &[PathBuf]) -> Result<Converted, String> 
         write_list(&mut out, "kpasswd", &s.kpasswd, kpasswd_dns);
         if s.udp {
             out.push_str("udp = true\n");
+        } else if s.kdc_tcp_only > 0 && s.kdc_udp_allowed == 0 {
+            // kdcproxy never asks these KDCs over UDP; nor will this proxy.
+            out.push_str("udp = false\n");
         }
     }
     for (suffix, dns) in &wildcards {
@@ -653,6 +663,40 @@ mod tests {
             c.toml
         );
         assert!(!c.toml.contains("dns"), "{}", c.toml);
+    }
+
+    #[test]
+    fn kerberos_tcp_urls_only_make_a_tcp_only_realm() {
+        let d = tmp("tcponly");
+        let conf = write(
+            &d,
+            "kdcproxy.conf",
+            "[global]\nsilence_port_warn = true\n\n\
+             [T.ORG]\nkerberos = kerberos+tcp://kdc1.t.org kerberos+tcp://kdc2.t.org\n\n\
+             [M.ORG]\nkerberos = kerberos+tcp://kdc1.m.org kerberos://kdc2.m.org\n",
+        );
+        let c = convert(&conf, &[]).unwrap();
+        let t = &c.toml;
+        let section = |name: &str| {
+            t.split(&format!("[realms.\"{name}\"]\n"))
+                .nth(1)
+                .and_then(|rest| rest.split("\n[").next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let tcp = section("T.ORG");
+        assert!(
+            tcp.starts_with("kdc = [\"kdc1.t.org:88\", \"kdc2.t.org:88\"]\n"),
+            "{t}"
+        );
+        assert!(tcp.contains("udp = false\n"), "{t}");
+        // One URL that allows UDP: the default (UDP first, then TCP).
+        let mixed = section("M.ORG");
+        assert!(
+            mixed.starts_with("kdc = [\"kdc1.m.org:88\", \"kdc2.m.org:88\"]\n"),
+            "{t}"
+        );
+        assert!(!mixed.contains("udp"), "{t}");
     }
 
     #[test]

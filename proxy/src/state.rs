@@ -35,6 +35,8 @@ pub struct Shared {
     pub throttle: throttle::Table,
     /// The throttle's Redis store, when configured.
     pub store: crate::throttle_store::Store,
+    /// Idle UDP sockets to the KDCs, and the KDCs asked over TCP only.
+    pub udp: crate::udp::Sockets,
     shutdown: watch::Sender<bool>,
 }
 
@@ -49,6 +51,7 @@ impl Shared {
             discovery: Arc::default(),
             throttle: throttle::Table::new(),
             store: crate::throttle_store::Store::new(),
+            udp: crate::udp::Sockets::default(),
             shutdown,
         })
     }

@@ -9,10 +9,11 @@
 //! One TCP connection carries one exchange (the MIT KDC closes after one
 //! reply anyway).
 //!
-//! For a realm with `udp`, each KDC address is asked over UDP first
-//! ([`crate::udp`], bounded by `udp_timeout`); when that brings no reply,
-//! or the reply is KRB_ERR_RESPONSE_TOO_BIG, the same address is asked
-//! over TCP.
+//! For a realm with `udp` (the default), each KDC address is asked over
+//! UDP first ([`crate::udp`], bounded by `udp_timeout`) when the request
+//! is at most [`udp::UDP_PREFERENCE_LIMIT`] bytes; when that brings no
+//! reply, or the reply is KRB_ERR_RESPONSE_TOO_BIG, the same address is
+//! asked over TCP (and, after no reply, over TCP only for a while).
 
 use crate::addr::{Host, ServerAddr};
 use crate::limits::Limits;
@@ -125,8 +126,9 @@ pub async fn forward(
     servers: &[ServerAddr],
     request: &[u8],
     limits: &Limits,
-    use_udp: bool,
+    udp: Option<&udp::Sockets>,
 ) -> Result<Reply, Failure> {
+    let udp = udp.filter(|_| request.len() <= udp::UDP_PREFERENCE_LIMIT);
     let framed_request = framing::encode(request);
     let mut failure = Failure::default();
     for server in servers {
@@ -138,8 +140,8 @@ pub async fn forward(
             }
         };
         for address in addresses {
-            if use_udp {
-                match udp::exchange(address, request, limits).await {
+            if let Some(sockets) = udp.filter(|s| s.use_udp(address)) {
+                match sockets.exchange(address, request, limits).await {
                     Ok(datagram) if krb_error_code(&datagram) == Some(KRB_ERR_RESPONSE_TOO_BIG) => {
                         log::debug!(
                             "upstream {server} ({address}) udp: response too big, trying tcp"
@@ -256,6 +258,7 @@ mod tests {
         Limits {
             connect_timeout: Duration::from_millis(500),
             reply_timeout: Duration::from_millis(500),
+            udp_timeout: Duration::from_millis(300),
             max_reply_size: 1024,
             ..Limits::default()
         }
@@ -294,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_and_returns_the_framed_reply() {
         let kdc = fake_kdc(framing::encode(b"reply")).await;
-        let reply = forward(&[server(kdc)], b"request", &limits(), false)
+        let reply = forward(&[server(kdc)], b"request", &limits(), None)
             .await
             .unwrap();
         assert_eq!(reply.framed, framing::encode(b"reply"));
@@ -305,7 +308,7 @@ mod tests {
     async fn falls_over_to_the_next_server() {
         let dead = closed_port().await;
         let kdc = fake_kdc(framing::encode(b"reply")).await;
-        let reply = forward(&[server(dead), server(kdc)], b"request", &limits(), false)
+        let reply = forward(&[server(dead), server(kdc)], b"request", &limits(), None)
             .await
             .unwrap();
         assert_eq!(reply.server, kdc);
@@ -320,7 +323,7 @@ mod tests {
             &[server(dead), server(silent), server(big)],
             b"request",
             &limits(),
-            false,
+            None,
         )
         .await
         .unwrap_err();
@@ -341,7 +344,7 @@ mod tests {
         reply.truncate(6);
         let kdc = fake_kdc(reply).await;
         // The fake holds the connection open: this is a timeout, not EOF.
-        let err = forward(&[server(kdc)], b"request", &limits(), false)
+        let err = forward(&[server(kdc)], b"request", &limits(), None)
             .await
             .unwrap_err();
         assert!(matches!(err.attempts[0].1, AttemptError::ReplyTimeout));
@@ -361,9 +364,14 @@ mod tests {
             let too_big = samples::krb_error(52, "A.ORG");
             sock.send_to(&too_big, from).await.unwrap();
         });
-        let reply = forward(&[server(kdc)], b"request", &limits(), true)
-            .await
-            .unwrap();
+        let reply = forward(
+            &[server(kdc)],
+            b"request",
+            &limits(),
+            Some(&udp::Sockets::default()),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             (reply.protocol, reply.framed),
             ("tcp", framing::encode(b"reply"))
@@ -379,20 +387,65 @@ mod tests {
             let (_, from) = sock.recv_from(&mut buf).await.unwrap();
             sock.send_to(b"datagram reply", from).await.unwrap();
         });
-        let reply = forward(&[server(addr)], b"request", &limits(), true)
-            .await
-            .unwrap();
+        let reply = forward(
+            &[server(addr)],
+            b"request",
+            &limits(),
+            Some(&udp::Sockets::default()),
+        )
+        .await
+        .unwrap();
         assert_eq!(reply.protocol, "udp");
         assert_eq!(reply.framed, framing::encode(b"datagram reply"));
     }
 
     #[tokio::test]
-    async fn silent_udp_falls_back_to_tcp() {
-        // Nothing listens on UDP at the TCP KDC's port.
+    async fn silent_udp_falls_back_to_tcp_and_is_skipped_next_time() {
+        // A UDP socket that never answers, on the TCP KDC's port.
         let kdc = fake_kdc(framing::encode(b"reply")).await;
-        let reply = forward(&[server(kdc)], b"request", &limits(), true)
+        let _silent = tokio::net::UdpSocket::bind(kdc).await.unwrap();
+        let sockets = udp::Sockets::default();
+        let start = Instant::now();
+        let reply = forward(&[server(kdc)], b"request", &limits(), Some(&sockets))
             .await
             .unwrap();
+        assert_eq!(reply.protocol, "tcp");
+        assert!(
+            start.elapsed() >= limits().udp_timeout,
+            "UDP was waited for"
+        );
+        // The next exchange goes to TCP at once.
+        assert!(!sockets.use_udp(kdc));
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_udp_preference_limit_goes_to_tcp_at_once() {
+        // A UDP server that would answer, on the TCP KDC's port.
+        let big = vec![7u8; udp::UDP_PREFERENCE_LIMIT + 1];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kdc = listener.local_addr().unwrap();
+        let sock = tokio::net::UdpSocket::bind(kdc).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let (_, from) = sock.recv_from(&mut buf).await.unwrap();
+            sock.send_to(b"udp reply", from).await.unwrap();
+        });
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut header = [0u8; 4];
+            s.read_exact(&mut header).await.unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+            s.read_exact(&mut body).await.unwrap();
+            s.write_all(&framing::encode(b"tcp reply")).await.unwrap();
+        });
+        let reply = forward(
+            &[server(kdc)],
+            &big,
+            &limits(),
+            Some(&udp::Sockets::default()),
+        )
+        .await
+        .unwrap();
         assert_eq!(reply.protocol, "tcp");
     }
 }

@@ -24,8 +24,9 @@
 //! nonce, so the KDC's lookaside cache never answers a repeat.
 //!
 //! `responder` answers an RFC 4120 TCP record at once with a fixed
-//! KRB-ERROR and closes the connection, as the MIT KDC does: an upstream
-//! that costs (almost) nothing, to find the proxy's own limit.
+//! KRB-ERROR and closes the connection, as the MIT KDC does, and a UDP
+//! datagram on the same port with the same KRB-ERROR: an upstream that
+//! costs (almost) nothing, to find the proxy's own limit.
 //! It stops when its standard input closes or after `--max-seconds`.
 //!
 //! `idle` opens N WebSocket connections, prints one JSON line once they are
@@ -392,12 +393,18 @@ fn responder(opts: &Opts) -> Result<(), String> {
     let listen: String = opt(opts, "listen", "127.0.0.1:0".to_string())?;
     let realm: String = opt(opts, "realm", "KRBTEST.COM".to_string())?;
     let max_seconds: u64 = opt(opts, "max-seconds", 3600)?;
-    let reply = Arc::new(krb::frame(&krb::krb_error(&realm)));
+    let error = krb::krb_error(&realm);
+    let reply = Arc::new(krb::frame(&error));
     runtime(1)?.block_on(async move {
         let l = TcpListener::bind(&listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
+        // UDP on the same port, as a KDC listens: one datagram answered
+        // with the same KRB-ERROR, unframed.
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (UDP): {e}"))?;
         print_line(&format!("listening on {addr}"))?;
         let accept = async {
             loop {
@@ -406,8 +413,19 @@ fn responder(opts: &Opts) -> Result<(), String> {
                 }
             }
         };
+        let datagrams = async {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                if let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                    if n > 0 {
+                        let _ = udp.send_to(&error, from).await;
+                    }
+                }
+            }
+        };
         tokio::select! {
             _ = accept => {}
+            _ = datagrams => {}
             _ = stdin_line() => {}
             _ = tokio::time::sleep(Duration::from_secs(max_seconds)) => {}
         }
