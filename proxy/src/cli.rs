@@ -70,7 +70,7 @@ pub struct Args {
 
     /// Ask the KDCs of REALM over TCP only; repeatable.
     /// [default: UDP first, then TCP]
-    #[arg(long, value_name = "REALM", conflicts_with = "udp")]
+    #[arg(long, value_name = "REALM")]
     pub tcp_only: Vec<String>,
 
     /// The settings given as flags.

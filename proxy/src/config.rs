@@ -459,6 +459,9 @@ fn merge(args: Args, loaded: &Loaded) -> Result<Config, String> {
             .udp = true;
     }
     for name in &args.tcp_only {
+        if args.udp.contains(name) {
+            return Err(format!("--udp {name} and --tcp-only {name}: choose one"));
+        }
         realms
             .get_mut(name)
             .ok_or_else(|| format!("--tcp-only {name}: no such realm configured"))?
@@ -780,6 +783,9 @@ mod tests {
         assert_eq!(c.allowed_origins, ["*"]);
         assert!(with(&["--udp", "B"]).unwrap_err().contains("--udp B"));
         assert!(!with(&["--tcp-only", "A"]).unwrap().realms["A"].udp);
+        assert!(with(&["--udp", "A", "--tcp-only", "A"])
+            .unwrap_err()
+            .contains("choose one"));
         assert!(with(&["--tcp-only", "B"])
             .unwrap_err()
             .contains("--tcp-only B"));
