@@ -1211,7 +1211,7 @@ class Bench:
                         anchors), self.plugin_dir),
                     "wss-tcp": Client(f"l{rtt}-wss-tcp", self.work, write_krb5_conf(
                         confs / f"wsst{rtt}.conf",
-                        [f"wss://localhost:{delays['proxy-udp'].port}/kdc"], anchors),
+                        [f"wss://localhost:{delays['proxy-tcp'].port}/kdc"], anchors),
                         self.plugin_dir),
                     "relay": Client(f"l{rtt}-relay", self.work, write_krb5_conf(
                         confs / f"relay{rtt}.conf", [f"127.0.0.1:{relay_port}"],
