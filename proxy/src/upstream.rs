@@ -283,6 +283,11 @@ mod tests {
         addr
     }
 
+    /// `forward` with UDP first, fresh UDP state.
+    async fn with_udp(servers: &[ServerAddr], request: &[u8]) -> Result<Reply, Failure> {
+        forward(servers, request, &limits(), Some(&udp::Sockets::default())).await
+    }
+
     fn server(addr: SocketAddr) -> ServerAddr {
         parse_server(&addr.to_string(), 88).unwrap()
     }
@@ -364,14 +369,7 @@ mod tests {
             let too_big = samples::krb_error(52, "A.ORG");
             sock.send_to(&too_big, from).await.unwrap();
         });
-        let reply = forward(
-            &[server(kdc)],
-            b"request",
-            &limits(),
-            Some(&udp::Sockets::default()),
-        )
-        .await
-        .unwrap();
+        let reply = with_udp(&[server(kdc)], b"request").await.unwrap();
         assert_eq!(
             (reply.protocol, reply.framed),
             ("tcp", framing::encode(b"reply"))
@@ -387,14 +385,7 @@ mod tests {
             let (_, from) = sock.recv_from(&mut buf).await.unwrap();
             sock.send_to(b"datagram reply", from).await.unwrap();
         });
-        let reply = forward(
-            &[server(addr)],
-            b"request",
-            &limits(),
-            Some(&udp::Sockets::default()),
-        )
-        .await
-        .unwrap();
+        let reply = with_udp(&[server(addr)], b"request").await.unwrap();
         assert_eq!(reply.protocol, "udp");
         assert_eq!(reply.framed, framing::encode(b"datagram reply"));
     }
@@ -438,14 +429,7 @@ mod tests {
             s.read_exact(&mut body).await.unwrap();
             s.write_all(&framing::encode(b"tcp reply")).await.unwrap();
         });
-        let reply = forward(
-            &[server(kdc)],
-            &big,
-            &limits(),
-            Some(&udp::Sockets::default()),
-        )
-        .await
-        .unwrap();
+        let reply = with_udp(&[server(kdc)], &big).await.unwrap();
         assert_eq!(reply.protocol, "tcp");
     }
 }
