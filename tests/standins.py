@@ -109,12 +109,17 @@ class TcpOnlyKdc(_Server):
     """A KDC reachable over TCP only: each TCP connection is passed to the
     real KDC at `upstream` (one framed request, one reply), while a UDP
     socket on the same port takes datagrams and never answers, as a
-    firewall that drops UDP would. `datagrams` counts what UDP received."""
+    firewall that drops UDP would. With `udp_answers_every` n, every n-th
+    datagram (the n-th, 2n-th, ...) is passed to the real KDC's UDP port
+    and its reply sent back: a lossy path, or a KDC too busy for some.
+    `datagrams` counts what UDP received, `udp_answered` what it answered."""
 
-    def __init__(self, upstream: tuple[str, int]):
+    def __init__(self, upstream: tuple[str, int], udp_answers_every: int = 0):
         super().__init__()
         self.upstream = upstream
+        self.udp_answers_every = udp_answers_every
         self.datagrams = 0
+        self.udp_answered = 0
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", self.port))
         self.udp.settimeout(0.2)
@@ -132,12 +137,19 @@ class TcpOnlyKdc(_Server):
     def _swallow(self) -> None:
         while not self._stop.is_set():
             try:
-                self.udp.recv(65536)
-                self.datagrams += 1
+                request, sender = self.udp.recvfrom(65536)
             except socket.timeout:
                 continue
             except OSError:
                 return
+            self.datagrams += 1
+            every = self.udp_answers_every
+            if every and self.datagrams % every == 0:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as kdc:
+                    kdc.settimeout(5)
+                    kdc.sendto(request, self.upstream)
+                    self.udp.sendto(kdc.recv(65536), sender)
+                self.udp_answered += 1
 
     def serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)

@@ -13,10 +13,13 @@
 //!   exchange failed or timed out is closed, never reused, so a late reply
 //!   can never answer a later request; a reused socket with a datagram
 //!   already waiting is closed too.
-//! - An address that does not answer over UDP (timeout, ICMP port
-//!   unreachable) is asked over TCP only for [`TCP_ONLY_FOR`]: a KDC that
-//!   listens on TCP alone costs one `udp_timeout` per that period, not one
-//!   per exchange.
+//! - An address that does not answer over UDP is asked over TCP only for
+//!   [`TCP_ONLY_FOR`]: at once on ICMP port unreachable, and after
+//!   [`SILENT_TIMEOUTS`] timeouts in a row during each of which the
+//!   address sent no UDP reply at all. A KDC behind a firewall that drops
+//!   UDP costs that many `udp_timeout`s, then one per period, not one per
+//!   exchange; a busy KDC that loses some datagrams but answers others
+//!   keeps being asked over UDP, the cheaper transport for it.
 
 use crate::limits::Limits;
 use crate::upstream::AttemptError;
@@ -39,6 +42,11 @@ pub const UDP_PREFERENCE_LIMIT: usize = 1465;
 /// only.
 pub const TCP_ONLY_FOR: Duration = Duration::from_secs(300);
 
+/// Timeouts in a row, each with no UDP reply from the address while it
+/// waited, that make the address TCP-only. After [`TCP_ONLY_FOR`] one
+/// more such timeout does.
+pub const SILENT_TIMEOUTS: u32 = 3;
+
 /// Idle sockets kept per KDC address.
 const IDLE_PER_ADDRESS: usize = 16;
 
@@ -46,8 +54,9 @@ const IDLE_PER_ADDRESS: usize = 16;
 /// ([`crate::fdlimit::OWN`]).
 pub const MAX_IDLE: usize = 32;
 
-/// Most KDC addresses marked TCP-only; beyond it the marks are forgotten.
-/// Addresses come from the configuration and DNS discovery only.
+/// Most KDC addresses whose UDP health is kept; beyond it all is
+/// forgotten. Addresses come from the configuration and DNS discovery
+/// only.
 const MAX_ADDRESSES: usize = 256;
 
 /// The UDP state of one proxy: idle connected sockets and the addresses
@@ -62,7 +71,38 @@ struct Inner {
     idle: HashMap<SocketAddr, Vec<UdpSocket>>,
     /// Sockets in `idle`, all addresses together.
     idle_count: usize,
-    tcp_only: HashMap<SocketAddr, Instant>,
+    health: HashMap<SocketAddr, Health>,
+}
+
+/// What UDP exchanges with one address have shown.
+#[derive(Debug, Default)]
+struct Health {
+    /// Asked over TCP only since then.
+    tcp_only_since: Option<Instant>,
+    /// Timeouts in a row with no reply from the address while they waited.
+    silent: u32,
+    /// When the address last answered over UDP.
+    last_reply: Option<Instant>,
+}
+
+impl Inner {
+    fn health(&mut self, address: SocketAddr) -> &mut Health {
+        if self.health.len() >= MAX_ADDRESSES && !self.health.contains_key(&address) {
+            self.health.clear();
+        }
+        self.health.entry(address).or_default()
+    }
+
+    /// Asks `address` over TCP only for [`TCP_ONLY_FOR`] and closes its
+    /// idle sockets.
+    fn mark_tcp_only(&mut self, address: SocketAddr) {
+        let health = self.health(address);
+        health.tcp_only_since = Some(Instant::now());
+        health.silent = 0;
+        if let Some(closed) = self.idle.remove(&address) {
+            self.idle_count -= closed.len();
+        }
+    }
 }
 
 impl Sockets {
@@ -73,25 +113,33 @@ impl Sockets {
     /// True when `address` should be asked over UDP now.
     pub fn use_udp(&self, address: SocketAddr) -> bool {
         let mut inner = self.lock();
-        match inner.tcp_only.get(&address) {
+        let Some(health) = inner.health.get_mut(&address) else {
+            return true;
+        };
+        match health.tcp_only_since {
             Some(since) if since.elapsed() < TCP_ONLY_FOR => false,
             Some(_) => {
-                inner.tcp_only.remove(&address);
+                // Known silent: one more silent timeout marks it again.
+                health.tcp_only_since = None;
+                health.silent = SILENT_TIMEOUTS - 1;
                 true
             }
             None => true,
         }
     }
 
-    /// Asks `address` over TCP only for [`TCP_ONLY_FOR`].
-    fn mark_tcp_only(&self, address: SocketAddr) {
+    /// An exchange sent at `sent` got no reply in time: a strike against
+    /// `address` unless it answered some other exchange meanwhile (then
+    /// this datagram or its reply was lost, and UDP still works).
+    fn timed_out(&self, address: SocketAddr, sent: Instant) {
         let mut inner = self.lock();
-        if inner.tcp_only.len() >= MAX_ADDRESSES && !inner.tcp_only.contains_key(&address) {
-            inner.tcp_only.clear();
+        let health = inner.health(address);
+        if health.last_reply.is_some_and(|at| at >= sent) {
+            return;
         }
-        inner.tcp_only.insert(address, Instant::now());
-        if let Some(closed) = inner.idle.remove(&address) {
-            inner.idle_count -= closed.len();
+        health.silent += 1;
+        if health.silent >= SILENT_TIMEOUTS {
+            inner.mark_tcp_only(address);
         }
     }
 
@@ -104,10 +152,13 @@ impl Sockets {
         socket
     }
 
-    /// Keeps `socket` for reuse, unless the pool is full (then it is
-    /// closed).
-    fn put(&self, address: SocketAddr, socket: UdpSocket) {
+    /// `address` answered over UDP: keeps `socket` for reuse, unless the
+    /// pool is full (then it is closed).
+    fn answered(&self, address: SocketAddr, socket: UdpSocket) {
         let mut inner = self.lock();
+        let health = inner.health(address);
+        health.silent = 0;
+        health.last_reply = Some(Instant::now());
         if inner.idle_count >= MAX_IDLE {
             return;
         }
@@ -147,22 +198,30 @@ impl Sockets {
     }
 
     /// Sends `request` to `address` over UDP and returns the reply
-    /// datagram. A timeout or a socket error marks the address TCP-only.
+    /// datagram. ICMP port unreachable marks the address TCP-only at once,
+    /// a timeout counts towards [`SILENT_TIMEOUTS`].
     pub async fn exchange(
         &self,
         address: SocketAddr,
         request: &[u8],
         limits: &Limits,
     ) -> Result<Vec<u8>, AttemptError> {
+        let sent = Instant::now();
         let result = self.try_exchange(address, request, limits).await;
         match result {
             Ok((socket, reply)) => {
-                self.put(address, socket);
+                self.answered(address, socket);
                 Ok(reply)
             }
             Err(e) => {
-                if matches!(e, AttemptError::UdpTimeout | AttemptError::Udp(_)) {
-                    self.mark_tcp_only(address);
+                match &e {
+                    AttemptError::UdpTimeout => self.timed_out(address, sent),
+                    AttemptError::Udp(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
+                        self.lock().mark_tcp_only(address);
+                    }
+                    // A local socket error or a malformed reply says
+                    // nothing about whether the KDC listens on UDP.
+                    _ => {}
                 }
                 Err(e)
             }
@@ -313,21 +372,101 @@ mod tests {
         assert_eq!(s.exchange(addr, b"req", &limits()).await.unwrap(), b"reply");
     }
 
+    /// A UDP server that answers the datagrams starting with "answer" and
+    /// drops the others, as a lossy network or a busy KDC does.
+    async fn lossy_server() -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+                if buf[..n].starts_with(b"answer") {
+                    sock.send_to(b"reply", from).await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    async fn time_out(s: &Sockets, addr: SocketAddr) {
+        let err = s.exchange(addr, b"drop", &limits()).await.unwrap_err();
+        assert!(matches!(err, AttemptError::UdpTimeout), "{err}");
+    }
+
     #[tokio::test]
-    async fn a_silent_address_is_asked_over_tcp_only_for_a_while() {
+    async fn a_silent_address_is_asked_over_tcp_only_after_three_timeouts() {
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = silent.local_addr().unwrap();
         let s = Sockets::default();
-        assert!(s.use_udp(addr));
-        let err = s.exchange(addr, b"req", &limits()).await.unwrap_err();
-        assert!(matches!(err, AttemptError::UdpTimeout), "{err}");
+        for _ in 1..SILENT_TIMEOUTS {
+            time_out(&s, addr).await;
+            assert!(s.use_udp(addr));
+        }
+        time_out(&s, addr).await;
         assert!(!s.use_udp(addr));
         assert_eq!(s.idle(addr), 0);
-        // Once the period is over, UDP is tried again.
-        s.lock()
-            .tcp_only
-            .insert(addr, Instant::now() - TCP_ONLY_FOR);
+        // Once the period is over, UDP is tried again, and a single
+        // silent timeout marks the known-silent address again.
+        let expire = |s: &Sockets, addr| {
+            s.lock().health(addr).tcp_only_since = Some(Instant::now() - TCP_ONLY_FOR);
+        };
+        expire(&s, addr);
         assert!(s.use_udp(addr));
+        time_out(&s, addr).await;
+        assert!(!s.use_udp(addr));
+        // A reply after the period clears that.
+        let lossy = lossy_server().await;
+        let s = Sockets::default();
+        for _ in 0..SILENT_TIMEOUTS {
+            time_out(&s, lossy).await;
+        }
+        expire(&s, lossy);
+        assert!(s.use_udp(lossy));
+        assert_eq!(
+            s.exchange(lossy, b"answer", &limits()).await.unwrap(),
+            b"reply"
+        );
+        time_out(&s, lossy).await;
+        assert!(s.use_udp(lossy));
+    }
+
+    #[tokio::test]
+    async fn a_reply_between_timeouts_clears_the_strikes() {
+        let addr = lossy_server().await;
+        let s = Sockets::default();
+        for _ in 0..3 {
+            for _ in 1..SILENT_TIMEOUTS {
+                time_out(&s, addr).await;
+            }
+            assert_eq!(
+                s.exchange(addr, b"answer", &limits()).await.unwrap(),
+                b"reply"
+            );
+        }
+        assert!(s.use_udp(addr));
+    }
+
+    #[tokio::test]
+    async fn timeouts_while_the_address_answers_others_are_no_strikes() {
+        // A busy KDC: of five exchanges in flight together, four lose
+        // their datagram and one is answered. The four time out after that
+        // answer, one after another; the address keeps UDP.
+        let addr = lossy_server().await;
+        let s = Sockets::default();
+        let lost = futures_join_all((0..4).map(|_| time_out(&s, addr)));
+        let answered = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(
+                s.exchange(addr, b"answer", &limits()).await.unwrap(),
+                b"reply"
+            );
+        };
+        tokio::join!(lost, answered);
+        assert!(s.use_udp(addr));
+        // The same four with no answer among them do mark it.
+        futures_join_all((0..4).map(|_| time_out(&s, addr))).await;
+        assert!(!s.use_udp(addr));
     }
 
     #[tokio::test]

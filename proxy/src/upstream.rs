@@ -13,7 +13,8 @@
 //! UDP first ([`crate::udp`], bounded by `udp_timeout`) when the request
 //! is at most [`udp::UDP_PREFERENCE_LIMIT`] bytes; when that brings no
 //! reply, or the reply is KRB_ERR_RESPONSE_TOO_BIG, the same address is
-//! asked over TCP (and, after no reply, over TCP only for a while).
+//! asked over TCP (and, when the address stays silent, over TCP only for
+//! a while: see [`crate::udp`]).
 
 use crate::addr::{Host, ServerAddr};
 use crate::limits::Limits;
@@ -264,21 +265,26 @@ mod tests {
         }
     }
 
-    /// A one-shot fake KDC that checks the request and answers `reply`
-    /// (raw bytes, framing included).
+    /// A fake KDC that checks each connection's request and answers
+    /// `reply` (raw bytes, framing included).
     async fn fake_kdc(reply: Vec<u8>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut header = [0u8; 4];
-            s.read_exact(&mut header).await.unwrap();
-            let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-            s.read_exact(&mut body).await.unwrap();
-            assert_eq!(body, b"request");
-            s.write_all(&reply).await.unwrap();
-            // Hold the connection open a while, like a slow peer would.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut header = [0u8; 4];
+                    s.read_exact(&mut header).await.unwrap();
+                    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+                    s.read_exact(&mut body).await.unwrap();
+                    assert_eq!(body, b"request");
+                    s.write_all(&reply).await.unwrap();
+                    // Hold the connection open a while, like a slow peer would.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                });
+            }
         });
         addr
     }
@@ -391,21 +397,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_udp_falls_back_to_tcp_and_is_skipped_next_time() {
+    async fn silent_udp_falls_back_to_tcp_and_is_skipped_after_three_timeouts() {
         // A UDP socket that never answers, on the TCP KDC's port.
         let kdc = fake_kdc(framing::encode(b"reply")).await;
         let _silent = tokio::net::UdpSocket::bind(kdc).await.unwrap();
         let sockets = udp::Sockets::default();
-        let start = Instant::now();
-        let reply = forward(&[server(kdc)], b"request", &limits(), Some(&sockets))
-            .await
-            .unwrap();
-        assert_eq!(reply.protocol, "tcp");
-        assert!(
-            start.elapsed() >= limits().udp_timeout,
-            "UDP was waited for"
-        );
-        // The next exchange goes to TCP at once.
+        for _ in 0..udp::SILENT_TIMEOUTS {
+            assert!(sockets.use_udp(kdc));
+            let start = Instant::now();
+            let reply = forward(&[server(kdc)], b"request", &limits(), Some(&sockets))
+                .await
+                .unwrap();
+            assert_eq!(reply.protocol, "tcp");
+            assert!(
+                start.elapsed() >= limits().udp_timeout,
+                "UDP was waited for"
+            );
+        }
+        // After those, exchanges go to TCP at once.
         assert!(!sockets.use_udp(kdc));
     }
 
