@@ -1275,20 +1275,21 @@ class Bench:
         nginx terminates TLS, one worker per core), against the MIT KDC and
         against the canned responder: the aggregate exchange rate of 64
         persistent wss clients, and the CPU time per exchange of each
-        server process."""
+        server process. Twice: with the proxies free to use the machine's
+        cores, and with each held to a CPU budget of its own (a cgroup), so
+        that each replica stands for one on its own small host and adding
+        replicas adds CPU, as it does in a real deployment."""
         if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
             self.say("S. skipped: nginx is not installed")
             self.say()
             return
-        sys.path.insert(0, str(ROOT / "tests"))
-        from types import SimpleNamespace
-
-        from test_nginx import Nginx
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import cpu_budget
 
         seconds = 1.5 if self.quick else 4.0
         reps = 1 if self.quick else 2
         clients = 64
-        replicas = [1, 2, 4]
+        budget = 0.1
         log(f"S. scale-out: 1, 2, 4 proxies behind nginx; {clients} clients, {seconds:g} s, "
             f"{reps} run(s)")
         resp = self.procs.start("responder-s", [str(LOADGEN_BIN), "responder", "--listen",
@@ -1297,44 +1298,94 @@ class Bench:
                                 self.logs, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
         backends = {"kdc": (f"127.0.0.1:{self.kdc_port}", self.kdc_pid),
                     "canned": (f"127.0.0.1:{read_listen_line(resp, 'responder')}", resp.pid)}
-        pki = SimpleNamespace(server_cert=self.pki["cert"], server_key=self.pki["key"])
-        res: dict = {}
+        why_not = cpu_budget.unavailable()
         try:
-            for backend, (upstream, upstream_pid) in backends.items():
-                res[backend] = {}
-                for k in replicas:
-                    proxies = [self.start_proxy(f"proxy-s-{backend}-{k}-{i}", upstream,
-                                                *self.bench_limits(), tls=False)
-                               for i in range(k)]
-                    d = self.work / f"nginx-{backend}-{k}"
-                    d.mkdir()
-                    nginx = Nginx(d, pki, free_ports(1), [f"127.0.0.1:{port}" for _, port in proxies],
-                                  workers=os.cpu_count() or 1, worker_connections=4096)
-                    try:
-                        watch = {"nginx": nginx.proc.pid, "upstream": upstream_pid}
-                        watch.update({f"proxy{i}": p.pid for i, (p, _) in enumerate(proxies)})
-                        runs = [self.loadgen("wss", f"wss://localhost:{nginx.port}/kdc", clients,
-                                             seconds, watch=watch) for _ in range(reps)]
-                    finally:
-                        nginx.stop()
-                        for p, _ in proxies:
-                            self.procs.stop(p)
-                    m = median([r["rate"] for r in runs])
-                    best = min(runs, key=lambda r: abs(r["rate"] - m))
-                    cpu = best["server_cpu_us_per_exchange"]
-                    res[backend][k] = {
-                        "rate_median": m, "runs": runs,
-                        "cpu_us": {"nginx": cpu["nginx"], "upstream": cpu["upstream"],
-                                   "proxies": sum(v for n, v in cpu.items()
-                                                  if n.startswith("proxy") and v),
-                                   "loadgen": cpu["loadgen"]}}
+            free = {b: self._scale_cells(b, up, pid, [1, 2, 4], clients, seconds, reps, None)
+                    for b, (up, pid) in backends.items()}
+            held = {} if why_not else {
+                b: self._scale_cells(b, up, pid, [1, 2, 4, 8], clients, seconds, reps, budget)
+                for b, (up, pid) in backends.items()}
         finally:
             self.procs.stop(resp)
-        self.say(f"S. scale-out: N krb5-wss proxies (--plaintext) behind nginx (TLS, "
-                 f"{os.cpu_count()} workers; proxy/examples/nginx.conf), {clients} persistent wss "
-                 f"clients, {seconds:g} s window, {reps} run(s)")
-        self.say(f"  {'upstream':<22}{'proxies':>8}{'exch/s':>9}{'x 1 proxy':>10}{'p99 ms':>8}{'err':>5}"
-                 "  CPU us/exchange: nginx, proxies (sum), upstream, loadgen")
+        head = (f"{clients} persistent wss clients, {seconds:g} s window, {reps} run(s); nginx "
+                f"TLS, {os.cpu_count()} workers, proxy/examples/nginx.conf")
+        self.say(f"S. scale-out: N krb5-wss proxies (--plaintext) behind nginx; {head}")
+        self._say_scale("proxies free to use all cores", free)
+        self.say(f"  ({os.cpu_count()} cores run nginx, the proxies, the upstream and the load "
+                 "generator together: the rate flattens once they are busy, whatever the replicas)")
+        if why_not:
+            self.say(f"  each proxy on a CPU budget: skipped ({why_not})")
+        else:
+            self._say_scale(f"each proxy held to {budget:g} core (a cgroup each, "
+                            f"{cpu_budget.PERIOD_US // 1000} ms periods)", held)
+            self.say("  (the replicas are the limit until the upstream or the shared cores are: "
+                     "throttled = periods in which a proxy used up its budget, summed)")
+        self.say()
+        self.results["S"] = {"free": free, "budget_cores": budget, "held": held}
+        for backend, rows in free.items():
+            self.target("S", f"{backend}: 4 proxies behind nginx vs 1",
+                        fmt_ratio(rows[4]["rate_median"] / rows[1]["rate_median"]), None)
+        for backend, rows in held.items():
+            self.target("S", f"{backend}: 4 proxies of {budget:g} core vs 1",
+                        fmt_ratio(rows[4]["rate_median"] / rows[1]["rate_median"]), None)
+
+    def _scale_cells(self, backend: str, upstream: str, upstream_pid: int, replicas: list[int],
+                     clients: int, seconds: float, reps: int, budget: float | None) -> dict:
+        """Section S's rows for one upstream: {replicas: cell}."""
+        sys.path.insert(0, str(ROOT / "tests"))
+        from types import SimpleNamespace
+
+        import cpu_budget
+        from test_nginx import Nginx
+
+        pki = SimpleNamespace(server_cert=self.pki["cert"], server_key=self.pki["key"])
+        tag = "free" if budget is None else "held"
+        rows = {}
+        for k in replicas:
+            proxies = [self.start_proxy(f"proxy-s-{tag}-{backend}-{k}-{i}", upstream,
+                                        *self.bench_limits(), tls=False)
+                       for i in range(k)]
+            budgets = []
+            d = self.work / f"nginx-{tag}-{backend}-{k}"
+            d.mkdir()
+            nginx = None
+            try:
+                if budget is not None:
+                    for i, (p, _) in enumerate(proxies):
+                        b = cpu_budget.CpuBudget(f"{backend}-{k}-{i}", budget)
+                        budgets.append(b)
+                        b.add(p.pid)
+                nginx = Nginx(d, pki, free_ports(1), [f"127.0.0.1:{port}" for _, port in proxies],
+                              workers=os.cpu_count() or 1, worker_connections=4096)
+                watch = {"nginx": nginx.proc.pid, "upstream": upstream_pid}
+                watch.update({f"proxy{i}": p.pid for i, (p, _) in enumerate(proxies)})
+                before = sum(b.throttled_periods() for b in budgets)
+                runs = [self.loadgen("wss", f"wss://localhost:{nginx.port}/kdc", clients,
+                                     seconds, watch=watch) for _ in range(reps)]
+                throttled = sum(b.throttled_periods() for b in budgets) - before
+            finally:
+                if nginx is not None:
+                    nginx.stop()
+                for p, _ in proxies:
+                    self.procs.stop(p)
+                for b in budgets:
+                    b.close()
+            m = median([r["rate"] for r in runs])
+            best = min(runs, key=lambda r: abs(r["rate"] - m))
+            cpu = best["server_cpu_us_per_exchange"]
+            rows[k] = {
+                "rate_median": m, "runs": runs, "throttled_periods": throttled,
+                "cpu_us": {"nginx": cpu["nginx"], "upstream": cpu["upstream"],
+                           "proxies": sum(v for n, v in cpu.items()
+                                          if n.startswith("proxy") and v),
+                           "loadgen": cpu["loadgen"]}}
+        return rows
+
+    def _say_scale(self, title: str, res: dict) -> None:
+        self.say(f"  {title}:")
+        self.say(f"  {'upstream':<22}{'proxies':>8}{'exch/s':>9}{'x 1 proxy':>10}{'p99 ms':>8}"
+                 f"{'err':>5}{'throttled':>10}  CPU us/exchange: nginx, proxies (sum), upstream, "
+                 "loadgen")
         for backend, rows in res.items():
             one = rows[1]["rate_median"]
             for k, r in rows.items():
@@ -1343,15 +1394,9 @@ class Bench:
                 self.say(f"  {('MIT KDC' if backend == 'kdc' else 'canned responder'):<22}{k:>8}"
                          f"{r['rate_median']:>9.0f}{fmt_ratio(r['rate_median'] / one):>10}"
                          f"{best['p99_us'] / 1000:>8.2f}{sum(x['errors'] for x in r['runs']):>5}"
+                         f"{r['throttled_periods']:>10}"
                          f"  {c['nginx']:.0f}, {c['proxies']:.0f}, {c['upstream']:.0f}, "
                          f"{c['loadgen']:.0f}")
-        self.say(f"  ({os.cpu_count()} cores run nginx, the proxies, the upstream and the load "
-                 "generator together: the rate flattens once they are busy, whatever the replicas)")
-        self.say()
-        self.results["S"] = res
-        for backend, rows in res.items():
-            self.target("S", f"{backend}: 4 proxies behind nginx vs 1",
-                        fmt_ratio(rows[4]["rate_median"] / rows[1]["rate_median"]), None)
 
     # -- F ----------------------------------------------------------------
 
@@ -1464,6 +1509,7 @@ class Bench:
 
     def run(self) -> int:
         t0 = time.monotonic()
+        cpu0 = cpu_ticks()
         self.results["machine"] = mach = self.machine()
         self.say(f"krb5-wss benchmarks, {datetime.datetime.now():%Y-%m-%d %H:%M}"
                  f"{' (--quick)' if self.quick else ''}")
@@ -1494,13 +1540,39 @@ class Bench:
             verdict = "PASS" if ok else ("MISS" if ok is False else "-")
             self.say(f"  {key}  {verdict:<5}{goal:<54}{measured}")
         load = os.getloadavg()
-        self.say(f"\n  (load average at the end {load[0]:.2f}; took "
-                 f"{time.monotonic() - t0:.0f} s; results in {self.out})")
+        stolen = stolen_share(cpu0, cpu_ticks())
+        self.results["machine"]["stolen_share"] = stolen
+        self.say(f"\n  (load average at the end {load[0]:.2f}; "
+                 + ("" if stolen is None else
+                    f"{100 * stolen:.0f}% of the CPU time taken by the hypervisor (steal); ")
+                 + f"took {time.monotonic() - t0:.0f} s; results in {self.out})")
         self.results["targets"] = [
             {"section": k, "goal": g, "measured": m, "pass": ok} for k, g, m, ok in self.targets]
         (self.out / "table.txt").write_text("\n".join(self.lines) + "\n")
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
         return 0
+
+
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far, /proc/stat's first line (user, nice,
+    system, idle, iowait, irq, softirq, steal, ...), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return [int(x) for x in fields[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def stolen_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the time between two cpu_ticks() that the hypervisor
+    gave to other guests (steal): figures from a run with much of it are
+    lower than the machine would give alone."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    # guest and guest_nice (fields 9, 10) are already inside user and nice.
+    total = sum(after[:8]) - sum(before[:8])
+    return (after[7] - before[7]) / total if total > 0 else None
 
 
 L_LABELS = {
