@@ -1,6 +1,7 @@
 """Each limit of krb5-wss-proxy triggered on purpose, with the documented
 close code (or HTTP status) and one log line, and a well-behaved client
-served right after. Also: memory stays bounded under a flood.
+served right after. Also: memory stays bounded under a flood, and what an
+idle connection costs.
 
 (Garbage, oversized records, huge length claims, unconfigured realms and
 an unreachable KDC are in test_proxy.py's refusal table.)
@@ -9,15 +10,18 @@ an unreachable KDC are in test_proxy.py's refusal table.)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import select
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
 import websockets
 
-from conftest import tls_proxy_args
+from conftest import TARGET, tls_proxy_args
 from standins import SilentKdc
 from test_proxy import (
     as_req,
@@ -370,3 +374,49 @@ def test_partial_records_across_connections_are_bounded_by_a_budget(start_proxy,
     # The budget, plus the connections' own state (TLS, WebSocket, buffers).
     assert grown < budget // 1024 + n * 64, grown
     wait_for_log(proxy, refused_line(4503) + r".*max_partial_bytes")
+
+
+# An idle wss connection (TLS and WebSocket handshakes done, no request) as
+# bench D measures it, at a count CI can afford: 13.2 KiB at 10,000 on the
+# Intel VM (BENCHMARKS.md, D). 15.8 KiB when each session's task held the
+# state of an exchange inline (its future was 4,712 bytes, 2,312 with the
+# exchange boxed), idle or not.
+IDLE = 2000
+IDLE_KIB = 14.5
+
+
+def test_an_idle_connection_costs_the_proxy_under_14_5_kib(start_proxy, pki, realm):
+    proxy = start_proxy(tls_proxy_args(
+        pki, realm, "--max-connections", str(IDLE + 100),
+        "--max-connections-per-address", str(IDLE), "--idle-timeout", "120s"),
+        env={"KRB5_WSS_PROXY_LOG": "info"}, nofile=IDLE + 1000)
+    # One real exchange first, so TLS, the runtime and the upstream path
+    # are set up before the baseline.
+    run(served(proxy, pki, realm))
+    time.sleep(0.5)
+    base = rss_kib(proxy.proc.pid)
+    gen = subprocess.Popen(
+        ["prlimit", f"--nofile={IDLE + 500}:{IDLE + 500}", "--",
+         str(TARGET / "krb5-wss-loadgen"), "idle", "--target", proxy.url(),
+         "--ca", str(pki.ca_cert), "--connections", str(IDLE), "--parallel", "32",
+         "--hold-seconds", "120", "--sources", "20", "--source-first", "127.100.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([gen.stdout], [], [], 90)
+        assert ready, "the load generator opened nothing within 90 s"
+        opened = json.loads(gen.stdout.readline() or "{}")
+        assert opened.get("open") == IDLE, (opened, gen.stderr.read() if gen.poll() else "")
+        time.sleep(2.0)
+        loaded = rss_kib(proxy.proc.pid)
+    finally:
+        gen.stdin.close()
+        try:
+            gen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            gen.wait()
+        gen.stdout.close()
+        gen.stderr.close()
+    per = (loaded - base) / IDLE
+    print(f"proxy RSS {base} -> {loaded} KiB with {IDLE} idle connections: {per:.2f} KiB each")
+    assert per < IDLE_KIB, f"{per:.2f} KiB per idle connection"

@@ -238,7 +238,11 @@ async fn records(
                 target_realm: None,
                 client_cert: ctx.client_cert.as_ref(),
             };
-            let reply = match exchange::run(&ctx.shared, &ctx.config, client, request).await {
+            // Boxed: the exchange's state (upstream, discovery, throttle)
+            // would otherwise sit inline in every session's task, idle or
+            // not: 4,712 bytes per session task, 2,312 boxed (BENCHMARKS.md, D).
+            let exchange = Box::pin(exchange::run(&ctx.shared, &ctx.config, client, request));
+            let reply = match exchange.await {
                 Ok(reply) => reply,
                 Err(refusal) => return End::Refused(refusal),
             };
