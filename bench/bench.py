@@ -880,16 +880,13 @@ class Bench:
                         counts, REALM, self.pki, [PROXY_BIN, LOADGEN_BIN],
                         ROOT / "target" / "bench" / "vm-cache", self.out / "vm", log=log)
                     self.results["D_guest"] = f"{accel}, {about}"
-                    guest = {n: dict(idle_figures(n, **f), where=f"guest ({accel})")
+                    guest = {n: dict(idle_figures(n, **f), where=f"guest ({accel})", asked=n)
                              for n, f in said.items()}
                 except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
                     why = f"the guest failed: {e}"
             if why:
                 self.say(f"D. no guest for the counts not reached here: {why}")
-            for want in counts:
-                if want in guest:
-                    guest[want]["asked"] = want
-                    rows.append((want, guest[want]))
+            rows += [(want, guest[want]) for want in counts if want in guest]
         res = {f"{want} {r['where']}": r for want, r in rows}
         self.say(f"D. proxy memory with idle wss connections (TLS + WebSocket handshake done, "
                  f"no request), a fresh proxy per count")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 QEMU = "qemu-system-x86_64"
 # Enough for 100,000 connections on both sides with room: the proxy's
-# ≈ 1.4 GiB, the load generators' ≈ 1.6 GiB, the kernel's sockets.
+# ≈ 1.3 GiB, the load generators' ≈ 1.6 GiB, the kernel's sockets.
 GUEST_MIB = 8192
 GUEST_CPUS = 2
 # Connections per load generator process in the guest (one thread each).
@@ -47,12 +47,16 @@ def unavailable() -> str | None:
     return None
 
 
+def _unpacked(cache: Path) -> tuple[Path | None, Path]:
+    """The kernel (None if absent) and busybox paths under `cache`."""
+    kernel = next(iter(sorted((cache / "root" / "boot").glob("vmlinuz-*"))), None)
+    return kernel, cache / "root" / "bin" / "busybox"
+
+
 def _fetch(cache: Path) -> tuple[Path, Path]:
     """The guest kernel and busybox, from Debian's packages, unpacked into
     `cache` once."""
-    kernel = next(iter(sorted((cache / "root" / "boot").glob("vmlinuz-*"))), None) \
-        if (cache / "root" / "boot").is_dir() else None
-    busybox = cache / "root" / "bin" / "busybox"
+    kernel, busybox = _unpacked(cache)
     if kernel and busybox.exists():
         return kernel, busybox
     cache.mkdir(parents=True, exist_ok=True)
@@ -68,7 +72,7 @@ def _fetch(cache: Path) -> tuple[Path, Path]:
     for deb in cache.glob("*.deb"):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(cache / "root")], check=True)
         deb.unlink()
-    kernel = next(iter(sorted((cache / "root" / "boot").glob("vmlinuz-*"))), None)
+    kernel, busybox = _unpacked(cache)
     if kernel is None or not busybox.exists():
         raise RuntimeError(f"no kernel or busybox unpacked under {cache / 'root'}")
     return kernel, busybox

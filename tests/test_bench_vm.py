@@ -109,3 +109,17 @@ def test_a_guest_that_stops_speaking_is_stopped_at_the_runs_deadline(tmp_path):
     why = vm._run(["sh", "-c", script], console, boot_deadline=1.0, deadline=2.0)
     assert 2 <= time.monotonic() - t < 6
     assert why == "the guest did not finish within 2 s"
+
+
+def test_a_kernel_and_busybox_already_unpacked_are_not_fetched_again(tmp_path, monkeypatch):
+    (tmp_path / "root" / "boot").mkdir(parents=True)
+    (tmp_path / "root" / "bin").mkdir()
+    (tmp_path / "root" / "boot" / "vmlinuz-6.1.0-1-cloud-amd64").write_bytes(b"k")
+    (tmp_path / "root" / "bin" / "busybox").write_bytes(b"b")
+
+    def no_apt(*a, **kw):
+        raise AssertionError(f"ran {a[0]!r}")
+
+    monkeypatch.setattr(vm.subprocess, "run", no_apt)
+    kernel, busybox = vm._fetch(tmp_path)
+    assert kernel.name == "vmlinuz-6.1.0-1-cloud-amd64" and busybox.read_bytes() == b"b"
